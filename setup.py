@@ -1,0 +1,51 @@
+"""vrwkv_edge: VisualRWKV and RWKV-6/7 for edge deployment.
+
+Layout decision (made once): the repository's top-level ``training/`` and ``export/`` folders are installed
+as ``vrwkv_edge.training`` and ``vrwkv_edge.export`` through ``package_dir``.  Generic top-level names such as
+``export`` would collide with other distributions in site-packages, so nothing but ``vrwkv_edge`` is ever
+installed at the top level.  Always import them as ``vrwkv_edge.export`` / ``vrwkv_edge.training``.
+
+Install torch first with the exact pin (``pip install torch==2.13.0``): an unpinned ``torch`` requirement pulls a
+multi-GB CUDA build.  ``install_requires`` therefore accepts any torch >= 2.4 and never forces a new download.
+"""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "vrwkv_edge" / "__init__.py").read_text()).group(1)
+
+packages = find_packages(include=["vrwkv_edge", "vrwkv_edge.*"])
+package_dir = {"vrwkv_edge": "vrwkv_edge"}
+for sub in ("export", "training"):
+    package_dir[f"vrwkv_edge.{sub}"] = sub
+    packages.append(f"vrwkv_edge.{sub}")
+    packages += [f"vrwkv_edge.{sub}.{p}" for p in find_packages(where=sub)]
+
+EXTRAS = {
+    "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
+    # onnxruntime-gpu and onnxruntime own the same files: install exactly one of them, never both.
+    "gpu": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime-gpu>=1.18"],
+    "train": ["deepspeed>=0.14", "ninja"],
+    "vision": ["transformers>=4.40", "timm>=1.0"],
+    "bench": ["matplotlib>=3.7", "psutil>=5.9"],
+    "test": ["pytest>=7", "rwkv==0.8.32", "safetensors>=0.4"],
+}
+
+setup(
+    name="vrwkv_edge",
+    version=VERSION,
+    description="VisualRWKV and RWKV-6/7 on the edge: exact models, constant-memory runtime, ONNX/TensorRT export",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=packages,
+    package_dir=package_dir,
+    package_data={"vrwkv_edge": ["data/*.txt", "data/*.pth", "data/*.json", "data/LICENSE*"]},
+    include_package_data=True,
+    install_requires=["torch>=2.4", "numpy>=1.24", "pillow>=10", "safetensors>=0.4", "tqdm>=4.60"],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["vrwkv-edge=vrwkv_edge.cli:main"]},
+)

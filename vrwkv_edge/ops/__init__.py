@@ -1,0 +1,1 @@
+"""Kernels' pure-PyTorch forms: a per-token reference and an exact chunked form for every WKV."""
