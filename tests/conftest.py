@@ -1,0 +1,24 @@
+"""Shared test fixtures.  Test data lives in ../shared/testdata beside the repository root (CI has it)."""
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TESTDATA = REPO.parent / "shared" / "testdata"
+TINY = TESTDATA / "rwkv-cpp-tiny"
+TINY_MODELS = {  # checkpoint -> expected logits after tokens 34, 105, 110 (rwkv.cpp fixtures)
+    "x060": (TINY / "derived" / "tiny-rwkv-6v0-1m-FP32.pth", TINY / "expected-logits-6v0-1m.bin"),
+    "x070": (TINY / "derived" / "tiny-rwkv-7v0-834K-FP32.pth", TINY / "expected-logits-7v0-834K.bin"),
+}
+
+
+def pytest_configure(config):
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def testdata() -> Path:
+    if not TESTDATA.is_dir():
+        pytest.fail(f"test data not found at {TESTDATA}: ../shared/testdata must sit beside the repository")
+    return TESTDATA

@@ -1,0 +1,1 @@
+"""VisualRWKV training on DeepSpeed (installed as vrwkv_edge.training)."""

@@ -1,0 +1,118 @@
+"""The benchmark harness shared by ``vrwkv-edge bench`` and the scripts in ``benchmarks/``.
+
+* seeded random weights of named shapes (``vrwkv_edge.config.PRESETS``);
+* timing with warm-up and repeats, reported as median and spread (min, max) -- never a single run;
+* machine information, including a memory bandwidth the harness measures itself (a large tensor copy), so
+  results can be put against the speed of light (bytes of weights read per token / bandwidth);
+* results written atomically as JSON (temp file, then rename) plus a Markdown table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+
+@dataclass
+class Timing:
+    median_s: float
+    min_s: float
+    max_s: float
+    repeats: int
+
+    def as_dict(self) -> dict:
+        return {"median_s": self.median_s, "min_s": self.min_s, "max_s": self.max_s, "repeats": self.repeats}
+
+
+def time_fn(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> Timing:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return Timing(statistics.median(times), min(times), max(times), repeats)
+
+
+def measure_bandwidth_gbs(size_mb: int = 256, repeats: int = 5) -> float:
+    """Sustained memory bandwidth of this machine in GB/s: a ``size_mb`` copy reads and writes each byte once."""
+    n = size_mb * 2 ** 20 // 4
+    src = torch.ones(n, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    t = time_fn(lambda: dst.copy_(src), repeats=repeats, warmup=2)
+    return 2 * src.numel() * 4 / t.min_s / 1e9
+
+
+def machine_info(bandwidth: bool = True) -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            info["cpu_model"] = names[0]
+        with open("/proc/meminfo") as f:
+            info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2 ** 20, 1)
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    if bandwidth:
+        info["memory_bandwidth_gbs"] = round(measure_bandwidth_gbs(), 2)
+    return info
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; psutil elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import psutil
+        return psutil.Process().memory_info().rss
+
+
+def peak_rss_bytes() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def write_json(path: Path | str, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def markdown_table(rows: list[dict], columns: Optional[list[str]] = None) -> str:
+    columns = columns or list(rows[0])
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)     # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def weight_bytes_per_token(model) -> int:
+    """Bytes of weights a decode step reads: every parameter except the embedding table (one row is read)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    emb = model.emb.weight
+    return total - emb.numel() * emb.element_size() + emb.shape[1] * emb.element_size()
