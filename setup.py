@@ -28,7 +28,9 @@ EXTRAS = {
     # onnxruntime-gpu and onnxruntime own the same files: install exactly one of them, never both.
     "gpu": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime-gpu>=1.18"],
     "train": ["deepspeed>=0.14", "ninja"],
-    "vision": ["transformers>=4.40", "timm>=1.0"],
+    # Vision towers are implemented in the package (timm-compatible names, no timm/torchvision needed);
+    # transformers supplies the CLIP tower of VisualRWKV v6.
+    "vision": ["transformers>=4.40"],
     "bench": ["matplotlib>=3.7", "psutil>=5.9"],
     "test": ["pytest>=7", "rwkv==0.8.32", "safetensors>=0.4"],
 }

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from vrwkv_edge.bench import machine_info, markdown_table, time_fn, weight_bytes_per_token, write_json
-from vrwkv_edge.checkpoint import save_checkpoint
+from vrwkv_edge.checkpoint import parse_dtype, save_checkpoint
 from vrwkv_edge.config import preset
 from vrwkv_edge.models import build_model
 
@@ -29,6 +29,8 @@ def main():
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--prompt-len", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--dtypes", default="fp32", help="comma list of fp32,bf16 (bf16 is emulated on CPUs "
+                    "without native bf16 matmul and is then far slower)")
     ap.add_argument("--no-reference", action="store_true", help="skip the rwkv package")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -54,9 +56,9 @@ def main():
         for t in range(steps):
             _, state = m.step(tokens[:, t], state)
 
-    for dtype in (torch.float32, torch.bfloat16):
+    for label in args.dtypes.split(","):
+        dtype = parse_dtype(label)
         m = model if dtype == torch.float32 else build_model(cfg).init_random_(0).eval().to(dtype)
-        label = "fp32" if dtype == torch.float32 else "bf16"
         t = time_fn(lambda: run_steps(m), repeats=repeats)
         sol = info["memory_bandwidth_gbs"] * 1e9 / weight_bytes_per_token(m)
         rows.append({"backend": f"vrwkv_edge step {label}", "mode": "decode", "tokens": steps,
@@ -86,7 +88,7 @@ def main():
     print(table)
     write_json(out, {"benchmark": "lm_throughput", "preset": name, "config": json.loads(cfg.to_json()),
                      "parameters": model.num_parameters(), "machine": info, "steps": steps, "prompt_len": prompt_len,
-                     "command": "python benchmarks/bench_lm.py" + (" --quick" if args.quick else ""),
+                     "command": "python " + " ".join(sys.argv),
                      "rows": rows, "table_markdown": table})
     print(f"wrote {out}", file=sys.stderr)
 
