@@ -27,8 +27,11 @@ def plot_all(results: dict, out_dir: Path, stem: str) -> list[Path]:
 
     title = f"{results['preset']} on {results['machine'].get('cpu_model', results['machine']['processor'])}"
     paths = []
-    decode = [r for r in results["decode"] if r["backend"] != "torch-compile"]
     cmp_rows = results["transformer_comparison"]
+    # our PyTorch runtime's points from both suites form one line (the comparison adds the longer contexts)
+    decode = [r for r in results["decode"] if r["backend"] != "torch-compile"]
+    decode += [dict(r, backend="torch") for r in cmp_rows if r["backend"] == "torch"]
+    decode = list({(r["backend"], r["context"]): r for r in decode}.values())
     for value, ylabel, name in (("ms_per_token", "ms per decoded token", "latency"),
                                 ("rss_mib", "resident memory (MiB)", "memory")):
         fig, ax = plt.subplots(figsize=(7, 4.2))
