@@ -11,8 +11,6 @@ Public API::
 """
 __version__ = "0.1.0"
 
-from .state import State  # noqa: E402
-
 __all__ = ["State", "__version__", "load_model", "load_tokenizer"]
 
 
@@ -21,6 +19,9 @@ def __getattr__(name):
     if name == "load_model":
         from .checkpoint import load_model
         return load_model
+    if name == "State":
+        from .state import State
+        return State
     if name == "load_tokenizer":
         from .tokenizer import load_tokenizer
         return load_tokenizer

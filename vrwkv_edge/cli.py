@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generation on the embedded default model (no download)")
     p.add_argument("--prompt", default=DEMO_PROMPT)
-    add_sampling_args(p, max_new_tokens=64, temperature=1.0, top_p=0.5, seed=0)
+    # penalties suit word-level vocabularies, not a byte-level model: off for the demo
+    add_sampling_args(p, max_new_tokens=64, temperature=1.0, top_p=0.3, frequency_penalty=0.0, seed=0)
     p.set_defaults(func=cmd_demo)
 
     for module, func in PLUGINS:
