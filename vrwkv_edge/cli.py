@@ -72,7 +72,8 @@ def tokenizer_for(model, name: str = "auto"):
     return tok
 
 
-def run_generation(model, tok, prompt: str, params: SamplingParams, out=sys.stdout) -> dict:
+def run_generation(model, tok, prompt: str, params: SamplingParams, out=None) -> dict:
+    out = out or sys.stdout
     ids = tok.encode(prompt)
     if not ids:
         raise SystemExit("error: --prompt is empty: nothing to condition on")
