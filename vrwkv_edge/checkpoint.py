@@ -140,12 +140,17 @@ def model_from_state_dict(sd: Mapping[str, Tensor], dtype: torch.dtype = torch.f
 def load_model(path: PathLike, dtype: Union[torch.dtype, str] = torch.float32,
                device: Union[str, torch.device] = "cpu"):
     """Loads an RWKV-6/7 language model (version auto-detected) from a checkpoint; for a VisualRWKV
-    checkpoint, its ``rwkv.``-prefixed language model.
+    checkpoint (full file, or either half of a ``*_rwkv``/``*_visual`` pair) a
+    :class:`vrwkv_edge.visual.VisualRWKV` (same LM API; its LM is ``.rwkv``).
 
     ``dtype``: float32 (default), bfloat16 or float16 for the weights; the WKV state and decays stay float32."""
     dtype = parse_dtype(dtype)
     path = Path(path)
-    return model_from_state_dict(read_state_dict(path), dtype=dtype, device=device, source=str(path))
+    sd = read_state_dict(path)
+    from .visual import is_visual_state_dict, load_visual_model   # VisualRWKV files (full or split pair)
+    if is_visual_state_dict(sd, path):
+        return load_visual_model(path, dtype=dtype, device=device, state_dict=sd)
+    return model_from_state_dict(sd, dtype=dtype, device=device, source=str(path))
 
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,

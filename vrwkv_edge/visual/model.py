@@ -1,0 +1,348 @@
+"""The VisualRWKV model: an RWKV-6/7 language model, a frozen vision tower and a projector, with the
+language-model API plus image calls.
+
+Module tree = checkpoint keys (so ``state_dict()`` is an official VisualRWKV checkpoint)::
+
+    rwkv.*   the language model (vrwkv_edge.models.RWKV6 / RWKV7)
+    vit.*    v6: CLIPVisionTower (vit.vision_model.*, HF CLIP names)
+             v7: SamDinoSigLIP (vit.{dino,siglip,sam}_featurizer.*)
+    proj.*   v6: Linear(1024, C); v7: MLPWithContextGating (proj.gate / o_proj / ln_v) or Linear
+
+Public API (besides ``forward`` / ``step`` / ``new_state`` / ``cfg`` / ``version`` of the language model)::
+
+    pixels = model.preprocess(image)              # path / PIL / uint8 array -> tower input (Tensor or dict)
+    emb    = model.encode_images([img, ...])      # -> [N, tokens_per_image, C] projected embeddings
+    logits, state = model.prefill(prompt, state=None)
+        # prompt: a list of token-id chunks (list[int] / 1-D LongTensor) and images (path / PIL / array /
+        # precomputed embeddings [T, C] float tensor), in order; returns (last logits [1, V], state)
+    logits = model.reference_logits(prompt)      # the training-style full-sequence forward, [T_total, V]
+
+``prefill`` is exact with respect to training: text chunks run as ordinary (chunked) recurrent prefill, each
+image runs through :func:`~vrwkv_edge.visual.scan.scan_prefill` with the model's scan mode, so the state after
+the prompt equals the state the training-time full-sequence forward implies.  Batch size is 1.
+"""
+from __future__ import annotations
+
+import json
+import numbers
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..state import State
+from .cache import ImageStateCache, prefix_key
+from .preprocess import clip_transform, dino_transform, image_hash, load_rgb, sam_transform, siglip_transform
+from .prompts import IMAGE_POSITIONS
+from .scan import ImageSpan, check_scan_mode, scan_prefill, training_style_forward
+from .towers import (CLIP_CONFIGS, DEFAULT_CLIP, TowerLayout, V7TowerConfig, adaptive_pool, clip_features,
+                     grid_pool, grid_pool_layout)
+
+VISUAL_VERSIONS = ("v6", "v7")
+
+
+@dataclass
+class VisualConfig:
+    """Everything about the visual side that the weights do not say.
+
+    version: "v6" (CLIP, VisualRWKV v6.0) or "v7" (SAM+DINOv2+SigLIP, v7.00).
+    scan: image scan in the LM ("bidirectional" for v6.0, "unidirectional" for v7.00, or "multidirectional").
+    grid_size (v6): -1 (576 patches + CLS, the released models), 0, 1 or g >= 2.
+    num_token_per_image (v7): 1024 in the released models (the pool is then the identity).
+    proj_type (v7): "mlp" (released) or "linear".
+    image_position (v6 prompts): "middle" (sandwich, the released fine-tuned models), "first" or "last".
+    clip (v6): CLIPVisionConfig fields; towers (v7): V7TowerConfig as a dict.
+    """
+    version: str = "v6"
+    scan: Optional[str] = None
+    grid_size: int = -1
+    num_token_per_image: int = 1024
+    proj_type: str = "linear"
+    image_position: str = "middle"
+    clip: dict = field(default_factory=lambda: dict(CLIP_CONFIGS[DEFAULT_CLIP]))
+    towers: dict = field(default_factory=lambda: V7TowerConfig().to_dict())
+
+    def __post_init__(self):
+        if self.version not in VISUAL_VERSIONS:
+            raise ValueError(f"VisualConfig.version must be one of {VISUAL_VERSIONS}, got {self.version!r}")
+        if self.scan is None:
+            self.scan = "bidirectional" if self.version == "v6" else "unidirectional"
+        check_scan_mode(self.scan)
+        if self.image_position not in IMAGE_POSITIONS:
+            raise ValueError(f"VisualConfig.image_position must be one of {IMAGE_POSITIONS}")
+        if self.version == "v6" and self.proj_type != "linear":
+            raise ValueError("VisualRWKV v6 has a linear projector")
+
+    def v7_towers(self) -> V7TowerConfig:
+        return V7TowerConfig.from_dict(self.towers)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str) -> "VisualConfig":
+        return cls(**json.loads(s))
+
+
+class VisualRWKV(nn.Module):
+    def __init__(self, rwkv: nn.Module, vit: nn.Module, proj: nn.Module, vcfg: VisualConfig):
+        super().__init__()
+        self.rwkv = rwkv
+        self.vit = vit
+        self.proj = proj
+        self.vcfg = vcfg
+        if vcfg.version == "v6":
+            size = int(vcfg.clip["image_size"])
+            self.transforms = {"clip": clip_transform(size)}
+        else:
+            t = vcfg.v7_towers()
+            self.transforms = {"dino": dino_transform(t.dino.img_size), "siglip": siglip_transform(t.siglip.img_size),
+                               "sam": sam_transform(t.sam.img_size)}
+        self._layout = self._compute_layout()
+
+    # ---- language-model API (delegates) ------------------------------------------------------------------
+    # Read-only LM attributes code written for a plain RWKVModel may use (``model.blocks``, ``model.emb``, ...).
+    LM_ATTRIBUTES = ("emb", "blocks", "ln_out", "head", "logits", "run_blocks", "_state_or_new", "_inputs")
+
+    def __getattr__(self, name: str):
+        if name in VisualRWKV.LM_ATTRIBUTES:
+            return getattr(self._modules["rwkv"], name)
+        return super().__getattr__(name)
+
+    @property
+    def lm(self):
+        return self.rwkv
+
+    @property
+    def cfg(self):
+        return self.rwkv.cfg
+
+    @property
+    def version(self) -> str:
+        return self.rwkv.version
+
+    @property
+    def visual_version(self) -> str:
+        return self.vcfg.version
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.rwkv.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.rwkv.device
+
+    def new_state(self, batch_size: int = 1) -> State:
+        return self.rwkv.new_state(batch_size)
+
+    def check_state(self, state: State, name: str = "state") -> None:
+        self.rwkv.check_state(state, name)
+
+    def forward(self, ids: Optional[Tensor] = None, state: Optional[State] = None, **kw):
+        return self.rwkv.forward(ids, state, **kw)
+
+    def step(self, ids: Optional[Tensor] = None, state: Optional[State] = None, **kw):
+        return self.rwkv.step(ids, state, **kw)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def info(self) -> dict:
+        return {**self.rwkv.info(), "visual": asdict(self.vcfg), "parameters": self.num_parameters(),
+                "tokens_per_image": self._layout.num_tokens}
+
+    # ---- images ------------------------------------------------------------------------------------------
+    def _compute_layout(self) -> TowerLayout:
+        c = self.vcfg
+        if c.version == "v6":
+            side = int(c.clip["image_size"]) // int(c.clip["patch_size"])
+            n, g = grid_pool_layout(side * side, c.grid_size)
+            return TowerLayout(n, g, g, num_extra=1)
+        side = int(c.num_token_per_image ** 0.5)
+        if side * side != c.num_token_per_image:
+            raise ValueError(f"num_token_per_image must be a square number, got {c.num_token_per_image}")
+        return TowerLayout(side * side, side, side, num_extra=0)
+
+    @property
+    def image_layout(self) -> TowerLayout:
+        """Tokens per image: ``num_patches`` scanned ones on a ``grid_h x grid_w`` grid, then ``num_extra``
+        unscanned ones (v6's CLS)."""
+        return self._layout
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self._layout.num_tokens
+
+    def preprocess(self, image) -> Any:
+        """One image -> the tower input: v6 a [3, S, S] tensor, v7 a dict of them."""
+        img = load_rgb(image)
+        out = {k: t(img) for k, t in self.transforms.items()}
+        return out["clip"] if self.vcfg.version == "v6" else out
+
+    def _stack_pixels(self, images: Sequence) -> Any:
+        pix = [p if isinstance(p, (Tensor, dict)) else self.preprocess(p) for p in images]
+        dev = self.device
+        if self.vcfg.version == "v6":
+            return torch.stack([p for p in pix]).to(dev)
+        return {k: torch.stack([p[k] for p in pix]).to(dev) for k in ("dino", "siglip", "sam")}
+
+    @torch.no_grad()
+    def image_features(self, images: Sequence) -> Tensor:
+        """Tower features after pooling, before the projector: v6 [N, tokens, 1024]; v7 [N, tokens, 3200].
+        ``images``: paths / PIL images / arrays, or already preprocessed pixels."""
+        pixels = self._stack_pixels(images)
+        if self.vcfg.version == "v6":
+            return grid_pool(clip_features(self.vit, pixels), self.vcfg.grid_size)
+        return adaptive_pool(self.vit(pixels), self.vcfg.num_token_per_image)
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence) -> Tensor:
+        """Projected image embeddings [N, tokens_per_image, C], the LM's input for each image (block 0's
+        ``ln0`` is applied to them inside the LM, as in training)."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        feats = self.image_features(images)
+        proj_dtype = next(self.proj.parameters()).dtype
+        return self.proj(feats.to(proj_dtype)).to(self.dtype)
+
+    # ---- prompts -----------------------------------------------------------------------------------------
+    def _embed_item(self, item) -> Tensor:
+        if isinstance(item, Tensor) and item.is_floating_point():
+            if item.dim() != 2 or item.shape != (self.tokens_per_image, self.cfg.n_embd):
+                raise ValueError(f"precomputed image embeddings must be [{self.tokens_per_image}, "
+                                 f"{self.cfg.n_embd}], got {tuple(item.shape)}")
+            return item.to(self.device, self.dtype)
+        return self.encode_images([item])[0]
+
+    @staticmethod
+    def _is_text(item) -> bool:
+        if isinstance(item, (list, tuple)):
+            return all(isinstance(t, numbers.Integral) for t in item)
+        return isinstance(item, Tensor) and not item.is_floating_point()
+
+    def _image_key(self, item) -> str:
+        if isinstance(item, Tensor):          # embeddings [T, C] or preprocessed pixels [3, H, W]
+            return "tensor:" + image_hash_tensor(item)
+        if isinstance(item, dict):            # preprocessed v7 pixels
+            return "pixels:" + ",".join(f"{k}={image_hash_tensor(item[k])}" for k in sorted(item))
+        return "img:" + image_hash(load_rgb(item))
+
+    def _span(self, start: int) -> ImageSpan:
+        L = self._layout
+        return ImageSpan(start, L.grid_h, L.grid_w)
+
+    @torch.no_grad()
+    def prefill(self, prompt: Sequence, state: Optional[State] = None, *, cache: Optional[ImageStateCache] = None,
+                all_logits: bool = False, text_mode: str = "chunk",
+                chunk_size: Optional[int] = None) -> tuple[Tensor, State]:
+        """Runs ``prompt`` (token-id chunks and images, in order) from ``state`` (zeros if None).
+
+        Returns ``(logits, state)``: logits [1, V] after the last item, or with ``all_logits`` [T, V] for every
+        position of the prompt (image tokens in canonical order).  ``text_mode``: "chunk" (chunked prefill) or
+        "step" (one token at a time; same result).  ``cache``: an :class:`ImageStateCache`; the state right
+        after each image is stored under (every item so far, image content hash) and reused when the same
+        prefix and image come again (only from a zero start state)."""
+        if text_mode not in ("chunk", "step"):
+            raise ValueError(f"text_mode must be 'chunk' or 'step', got {text_mode!r}")
+        items = list(prompt)
+        if not items:
+            raise ValueError("prefill: the prompt is empty")
+        use_cache = cache is not None and state is None and not all_logits
+        state = self.rwkv._state_or_new(state, 1)
+        logits_out: list[Tensor] = []
+        last = None
+        keys: list[str] = []
+        start = 0
+        if use_cache:                                   # resume from the longest cached image prefix
+            items = [it if self._is_text(it) or isinstance(it, (Tensor, dict)) else load_rgb(it) for it in items]
+            keys = [self._item_key(it) for it in items]
+            image_positions = [n for n, it in enumerate(items) if not self._is_text(it)]
+            for n in reversed(image_positions):
+                hit = cache.peek(prefix_key(self._model_key(), keys[: n + 1]))
+                if hit is not None:
+                    last, state = hit
+                    start = n + 1
+                    break
+            if image_positions:
+                cache.record(hit=start > 0)
+        for n in range(start, len(items)):
+            item = items[n]
+            if self._is_text(item):
+                ids = torch.as_tensor(list(item) if isinstance(item, (list, tuple)) else item, dtype=torch.long)
+                ids = ids.reshape(-1).to(self.device)
+                if ids.numel() == 0:
+                    continue
+                if text_mode == "step":
+                    for t in range(ids.numel()):
+                        lg, state = self.rwkv.step(ids[t:t + 1], state)
+                        if all_logits:
+                            logits_out.append(lg)
+                    last = lg
+                else:
+                    lg, state = self.rwkv.forward(ids[None], state, last_only=not all_logits,
+                                                  chunk_size=chunk_size)
+                    if all_logits:
+                        logits_out.append(lg[0])
+                        last = lg[0, -1:]
+                    else:
+                        last = lg
+            else:
+                emb = self._embed_item(item)[None]
+                hidden, state = scan_prefill(self.rwkv, emb, state, [self._span(0)], self.vcfg.scan, chunk_size)
+                if all_logits:
+                    lg = self.rwkv.logits(hidden[0])
+                    logits_out.append(lg)
+                    last = lg[-1:]
+                else:
+                    last = self.rwkv.logits(hidden[:, -1])
+                if use_cache:
+                    cache.put(prefix_key(self._model_key(), keys[: n + 1]), (last, state))
+        if last is None and start == 0:
+            raise ValueError("prefill: the prompt holds no tokens and no image")
+        if all_logits:
+            return torch.cat(logits_out, 0), state
+        return last, state
+
+    def _item_key(self, item) -> str:
+        if self._is_text(item):
+            ids = item.tolist() if isinstance(item, Tensor) else list(item)
+            return "tok:" + ",".join(map(str, ids))
+        return self._image_key(item)
+
+    def _model_key(self) -> str:
+        return f"{id(self)}:{self.vcfg.to_json()}"
+
+    @torch.no_grad()
+    def embed_prompt(self, prompt: Sequence) -> tuple[Tensor, list[ImageSpan]]:
+        """The whole prompt as one embedding sequence [1, T, C] and its image spans (training layout)."""
+        parts, spans, pos = [], [], 0
+        for item in prompt:
+            if self._is_text(item):
+                ids = torch.as_tensor(list(item) if isinstance(item, (list, tuple)) else item, dtype=torch.long)
+                ids = ids.reshape(-1).to(self.device)
+                if ids.numel() == 0:
+                    continue
+                parts.append(self.rwkv.emb(ids))
+                pos += ids.numel()
+            else:
+                e = self._embed_item(item)
+                parts.append(e)
+                spans.append(self._span(pos))
+                pos += e.shape[0]
+        return torch.cat(parts, 0)[None], spans
+
+    @torch.no_grad()
+    def reference_logits(self, prompt: Sequence, chunk_size: Optional[int] = None) -> Tensor:
+        """Training-style full-sequence forward of the whole prompt (patch spans permuted per layer exactly as
+        training did); logits [T, V].  The reference :meth:`prefill` is tested against."""
+        x, spans = self.embed_prompt(prompt)
+        return training_style_forward(self.rwkv, x, spans, self.vcfg.scan, chunk_size)[0]
+
+
+def image_hash_tensor(t: Tensor) -> str:
+    import hashlib
+    h = hashlib.sha256(f"{tuple(t.shape)}:{t.dtype}:".encode())
+    h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
