@@ -1,0 +1,150 @@
+"""Command-line glue: ``vrwkv-edge export`` and ``vrwkv-edge validate``.
+
+The main CLI wires these in with :func:`add_export_cli`; each subcommand's handler takes the parsed
+``argparse.Namespace`` and returns the process exit code (``args.func(args)``)::
+
+    vrwkv-edge export --model CKPT --out DIR [--dtype fp32|fp16] [--quantize int8] [--validate] [--no-embeds]
+                      [--opset 18] [--chunk-size 16] [--overwrite]
+    vrwkv-edge validate DIR --model CKPT [--tolerance T] [--min-agreement A] [--n-tokens N] [--prompt-ids 1,2,3]
+
+Exit codes: 0 success, 1 validation beyond tolerance, 2 unusable input (missing or broken checkpoint or
+export, bad arguments).  ``--model`` takes a checkpoint path, or ``random:PRESET[:SEED]`` for a model with
+seeded random weights of a named preset (benchmarks, smoke tests).  Standalone: ``python -m
+vrwkv_edge.export.cli export ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def _load(spec: str):
+    """A checkpoint path, or ``random:PRESET[:SEED]``."""
+    if spec.startswith("random:"):
+        from vrwkv_edge.config import preset
+        from vrwkv_edge.models import build_model
+
+        parts = spec.split(":")
+        seed = int(parts[2]) if len(parts) > 2 else 0
+        model = build_model(preset(parts[1])).init_random_(seed)
+        model.source = spec
+        return model
+    from vrwkv_edge.checkpoint import load_model
+
+    return load_model(spec)
+
+
+def _prompt_ids(text: Optional[str]):
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"--prompt-ids takes comma-separated integers, got {text!r}") from None
+
+
+def _errors():
+    from vrwkv_edge.checkpoint import CheckpointError
+
+    from .artefact import ArtefactError
+
+    return (ArtefactError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Handler of ``export``: writes the directory, then validates it when ``--validate`` is given."""
+    from .artefact import export_model
+
+    try:
+        model = _load(args.model)
+        out = export_model(model, args.out, dtype=args.dtype, quantize=args.quantize, embeds=not args.no_embeds,
+                           opset=args.opset, chunk_size=args.chunk_size, overwrite=args.overwrite,
+                           prompt_template=args.prompt_template, progress=not args.quiet)
+    except _errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"exported {out}")
+    if not args.validate:
+        return EXIT_OK
+    return _run_validate(str(out), model, args)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Handler of ``validate``: PyTorch vs ONNX Runtime; non-zero exit beyond tolerance."""
+    try:
+        model = _load(args.model)
+    except _errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    return _run_validate(args.dir, model, args)
+
+
+def _run_validate(directory: str, model, args) -> int:
+    from .validation import validate
+
+    try:
+        report = validate(directory, model, _prompt_ids(args.prompt_ids), n_tokens=args.n_tokens,
+                          tolerance=args.tolerance, min_agreement=args.min_agreement,
+                          providers=args.providers.split(",") if args.providers else None, verbose=True)
+    except _errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK if report.passed else EXIT_FAILED
+
+
+def _validation_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("validation")
+    g.add_argument("--tolerance", type=float, default=None,
+                   help="max-abs logit difference allowed (default by precision: fp32 1e-4, fp16 0.1, int8 1.0)")
+    g.add_argument("--min-agreement", type=float, default=None,
+                   help="least greedy top-1 agreement, 0..1 (default: fp32 1.0, fp16 0.99, int8 0.9)")
+    g.add_argument("--n-tokens", type=int, default=64, help="greedy decode steps compared (default 64)")
+    g.add_argument("--prompt-ids", default=None, help="prompt token ids, comma-separated (default: fixed random)")
+    g.add_argument("--providers", default=None, help="ONNX Runtime providers, comma-separated (cpu,cuda,tensorrt)")
+
+
+def add_export_cli(subparsers) -> None:
+    """Registers the ``export`` and ``validate`` subcommands on an ``argparse`` subparsers object; each sets
+    ``func`` to its handler (:func:`cmd_export`, :func:`cmd_validate`), which returns the exit code."""
+    from .artefact import DEFAULT_PROMPT_TEMPLATE
+    from .graphs import DEFAULT_CHUNK, DEFAULT_OPSET, SUPPORTED_OPSETS
+
+    p = subparsers.add_parser("export", help="export a model to ONNX graphs + metadata (a deployable directory)",
+                              description="Writes DIR with decode.onnx, prefill.onnx (+ *_embeds.onnx), "
+                                          "metadata.json and the tokenizer vocabulary.")
+    p.add_argument("--model", required=True, help="checkpoint (.pth/.safetensors) or random:PRESET[:SEED]")
+    p.add_argument("--out", required=True, help="output directory (appears whole or not at all)")
+    p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--quantize", choices=("int8",), default=None, help="int8 dynamic MatMul weights (CPU)")
+    p.add_argument("--validate", action="store_true", help="compare with PyTorch after exporting")
+    p.add_argument("--no-embeds", action="store_true", help="skip the inputs_embeds graphs")
+    p.add_argument("--opset", type=int, choices=SUPPORTED_OPSETS, default=DEFAULT_OPSET)
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="prefill WKV chunk (default 16)")
+    p.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE)
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _validation_args(p)
+    p.set_defaults(func=cmd_export)
+
+    v = subparsers.add_parser("validate", help="compare an exported directory with the PyTorch model",
+                              description="Runs the same prompt through PyTorch and ONNX Runtime; exits 1 when "
+                                          "the logits differ beyond the tolerance.")
+    v.add_argument("dir", help="exported directory")
+    v.add_argument("--model", required=True, help="checkpoint (.pth/.safetensors) or random:PRESET[:SEED]")
+    _validation_args(v)
+    v.set_defaults(func=cmd_validate)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="vrwkv-edge", description="vrwkv_edge export tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_export_cli(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
