@@ -54,8 +54,10 @@ def read_state_dict(path: PathLike) -> dict[str, Tensor]:
         sd = _torch_load(path)
     if not isinstance(sd, Mapping):
         raise CheckpointError(f"{path}: holds a {type(sd).__name__}, expected a dict of tensors (a state dict)")
-    if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
-        sd = sd["state_dict"]                    # trainer checkpoints wrap the weights
+    for wrapper in ("state_dict", "model", "module"):   # trainer / DeepSpeed checkpoints wrap the weights
+        if wrapper in sd and isinstance(sd[wrapper], Mapping):
+            sd = sd[wrapper]
+            break
     bad = [k for k, v in sd.items() if not isinstance(v, Tensor)]
     if bad:
         raise CheckpointError(f"{path}: entries that are not tensors: {bad[:5]}")
@@ -92,7 +94,7 @@ def detect_version(sd: Mapping[str, Tensor], source: str = "checkpoint") -> str:
         f"found {hints or sorted(sd)[:8]}")
 
 
-def _fit_shapes(sd: dict[str, Tensor], expected: Mapping[str, torch.Size], source: str) -> dict[str, Tensor]:
+def fit_shapes(sd: dict[str, Tensor], expected: Mapping[str, torch.Size], source: str) -> dict[str, Tensor]:
     """Checks keys and shapes against the model; accepts squeezed (C,) forms of (1, 1, C) vectors."""
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
@@ -129,7 +131,7 @@ def model_from_state_dict(sd: Mapping[str, Tensor], dtype: torch.dtype = torch.f
     with torch.device("meta"):
         model = MODEL_CLASSES[version](cfg)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    sd = _fit_shapes(sd, expected, source)
+    sd = fit_shapes(sd, expected, source)
     bad = [k for k, v in sd.items() if v.dtype.is_floating_point and not torch.isfinite(v.float()).all()]
     if bad:
         raise CheckpointError(f"{source}: non-finite values (NaN or inf) in {bad[:8]}")

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import CheckpointError, PathLike, _fit_shapes, parse_dtype, read_state_dict
+from ..checkpoint import CheckpointError, PathLike, fit_shapes, parse_dtype, read_state_dict
 from ..ops.biwkv import bi_wkv, bi_wkv6, bi_wkv6_ref, bi_wkv_kernel_ref, bi_wkv_ref
 
 VARIANTS = ("vrwkv", "vrwkv6")
@@ -501,7 +501,7 @@ def load_vision_rwkv(src: Union[PathLike, Mapping[str, Tensor]], arch: Union[str
     cfg = config_from_state_dict(sd, arch, source)
     with torch.device("meta"):
         model = VisionRWKV(cfg)
-    sd = _fit_shapes(sd, {k: v.shape for k, v in model.state_dict().items()}, source)
+    sd = fit_shapes(sd, {k: v.shape for k, v in model.state_dict().items()}, source)
     bad = [k for k, v in sd.items() if not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{source}: non-finite values (NaN or inf) in {bad[:8]}")
