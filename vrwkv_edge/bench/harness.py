@@ -84,6 +84,15 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
+    """Peak resident set size of this process image.  VmHWM, not getrusage's ru_maxrss: ru_maxrss survives
+    fork + exec, so a worker started from a large parent would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 

@@ -205,7 +205,7 @@ def tables(r: dict) -> dict:
     cmp_rows = []
     for x in r["transformer_comparison"]:
         cmp_rows.append({"model": x["model"], "context": x["context"], "ms/token": x["ms_per_token"],
-                         "RSS MiB": x["rss_mib"], "peak RSS MiB": x["peak_rss_mib"]})
+                         "RSS MiB": x["rss_mib"], "peak RSS MiB": x["peak_rss_mib"] if x["peak_rss_mib"] is not None else "n/a"})
     pre = markdown_table([{"backend": x["backend"], "tokens": x["tokens"], "ms": x["ms"],
                            "tokens/s": x["tokens_per_s"]} for x in r["prefill"]])
     prof = markdown_table([{"op": x["op"], "ms/step": x["self_ms_per_step"], "share": f"{100 * x['share']:.1f}%"}
