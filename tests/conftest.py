@@ -22,3 +22,11 @@ def testdata() -> Path:
     if not TESTDATA.is_dir():
         pytest.fail(f"test data not found at {TESTDATA}: ../shared/testdata must sit beside the repository")
     return TESTDATA
+
+
+@pytest.fixture(autouse=True)
+def _restore_grad_mode():
+    """Commands and benchmarks switch autograd off for their process; keep that from leaking between tests."""
+    enabled = torch.is_grad_enabled()
+    yield
+    torch.set_grad_enabled(enabled)

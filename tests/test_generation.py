@@ -9,7 +9,6 @@ from utils import random_model
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_grad_enabled(False)
     return random_model("x070", 2, 64, 16, vocab_size=120, seed=3)
 
 

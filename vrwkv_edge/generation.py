@@ -109,6 +109,7 @@ class GenerationResult:
     finish_reason: list[str] = field(default_factory=list)   # "stop" or "length" per sequence
 
 
+@torch.no_grad()
 def prefill(model, ids: Tensor, state=None) -> tuple[Tensor, object]:
     """Runs a prompt [B, T] (T >= 1) and returns (last logits [B, V], state)."""
     if ids.dim() == 1:
@@ -116,6 +117,7 @@ def prefill(model, ids: Tensor, state=None) -> tuple[Tensor, object]:
     return model.forward(ids, state, last_only=True)
 
 
+@torch.no_grad()
 def generate_stream(model, prompt_ids: Optional[Sequence[int] | Tensor] = None, *, state=None,
                     prefix_logits: Optional[Tensor] = None, params: Optional[SamplingParams] = None,
                     result: Optional[GenerationResult] = None) -> Iterator[Tensor]:
