@@ -169,8 +169,10 @@ class RWKVModel(nn.Module):
                 "parameters": self.num_parameters(), "dtype": str(self.dtype).replace("torch.", "")}
 
 
-def init_common_(model: RWKVModel, gen: torch.Generator) -> None:
-    """Random weights of realistic scale for the parts both versions share (tests and benchmarks)."""
+def init_common_(model: RWKVModel, seed: int):
+    """Random weights of realistic scale for the parts both versions share (tests and benchmarks).
+    Returns seeded ``rand(*shape)`` and ``randn(*shape)`` for the version-specific parameters."""
+    gen = torch.Generator().manual_seed(seed)
     c = model.cfg
     with torch.no_grad():
         model.emb.weight.uniform_(-1e-1, 1e-1, generator=gen)
@@ -182,3 +184,4 @@ def init_common_(model: RWKVModel, gen: torch.Generator) -> None:
                 fan_in = m.weight.shape[1]
                 m.weight.normal_(0, fan_in ** -0.5, generator=gen)
         model.head.weight.normal_(0, 0.5 * c.n_embd ** -0.5, generator=gen)
+    return (lambda *s: torch.rand(s, generator=gen)), (lambda *s: torch.randn(s, generator=gen))

@@ -92,10 +92,7 @@ class RWKV6(RWKVModel):
 
     def init_random_(self, seed: int = 0) -> "RWKV6":
         """Seeded random weights in the ranges trained models have (for tests and benchmarks)."""
-        gen = torch.Generator().manual_seed(seed)
-        init_common_(self, gen)
-        rand = lambda *s: torch.rand(s, generator=gen)             # noqa: E731
-        randn = lambda *s: torch.randn(s, generator=gen)           # noqa: E731
+        rand, randn = init_common_(self, seed)
         with torch.no_grad():
             for block in self.blocks:
                 att, C = block.att, self.cfg.n_embd

@@ -31,7 +31,7 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -43,30 +43,7 @@ SIGLIP_STD = (0.5, 0.5, 0.5)
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
-try:                                                   # the package's generic safe loader
-    from ..vision.image import ImageLoadError, load_image, to_rgb
-except ImportError:                                    # pragma: no cover - vision part not installed
-    class ImageLoadError(ValueError):
-        """An image file that cannot be used (missing, not an image, truncated, corrupt)."""
-
-    def to_rgb(img: Image.Image) -> Image.Image:
-        return img if img.mode == "RGB" else img.convert("RGB")
-
-    def load_image(path) -> Image.Image:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"image not found: {path}")
-        if path.is_dir():
-            raise ImageLoadError(f"{path}: is a directory, expected an image file")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                im = ImageOps.exif_transpose(im)
-            return to_rgb(im)
-        except UnidentifiedImageError as e:
-            raise ImageLoadError(f"{path}: not a recognised image format") from e
-        except (OSError, SyntaxError, EOFError, ValueError) as e:
-            raise ImageLoadError(f"{path}: cannot decode the image (truncated or corrupt?): {e}") from e
+from ..vision.image import ImageLoadError, load_image, to_rgb  # noqa: F401  (the package's safe loader)
 
 
 def load_rgb(source: ImageSource) -> Image.Image:
