@@ -30,3 +30,14 @@ def _restore_grad_mode():
     enabled = torch.is_grad_enabled()
     yield
     torch.set_grad_enabled(enabled)
+
+
+@pytest.fixture(scope="module")
+def quiet_torch():
+    """One thread (tiny ops; the test machine is shared) and no autograd for a module, restored afterwards."""
+    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    yield
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(grad)

@@ -21,15 +21,7 @@ IMG = str(IMAGES / "coffee.png")
 PROMPT = [[24281, 59, 33], IMG, [11, 24326, 4600, 261, 5585, 41693, 59]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_torch():
-    """One thread (tiny ops; the test machine is shared) and no autograd, restored afterwards."""
-    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(False)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_grad_enabled(grad)
+pytestmark = pytest.mark.usefixtures("quiet_torch")
 
 
 @pytest.fixture(scope="module")

@@ -22,15 +22,7 @@ from vrwkv_edge.visual.testing import tiny_v6, tiny_v7
 IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "images"   # ../shared beside the repo
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_torch():
-    """One thread (tiny ops; the test machine is shared) and no autograd, restored afterwards."""
-    threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
-    torch.set_num_threads(1)
-    torch.set_grad_enabled(False)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_grad_enabled(grad)
+pytestmark = pytest.mark.usefixtures("quiet_torch")
 
 
 @pytest.fixture(scope="module")

@@ -168,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args) -> int:
+    """Runs a parsed sub-command; bad input becomes ``error: ...`` on stderr and exit code 2."""
     try:
         return args.func(args) or 0
     except (FileNotFoundError, ValueError, KeyError) as e:

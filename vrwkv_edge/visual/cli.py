@@ -294,14 +294,8 @@ def add_visual_cli(subparsers) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vrwkv_edge.visual.cli", description="VisualRWKV chat and eval")
     add_visual_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    from ..cli import run_command
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
