@@ -162,7 +162,7 @@ def test_official_layout_without_stored_config_uses_embedded_towers(models):
     none) fail with the keys and shapes at fault."""
     sd = {k: v for k, v in models["v7"].state_dict().items()}
     cfg = visual_config_from_state_dict(sd)
-    assert cfg.version == "v7" and cfg.num_token_per_image == 1024 and cfg.proj_type == "mlp"
+    assert cfg.version == "v7" and cfg.pooled_tokens == 1024 and cfg.proj_type == "mlp"
     assert cfg.towers["dino"]["embed_dim"] == 1024 and cfg.towers["siglip"]["depth"] == 27
     problems = visual_key_problems(sd, expected_visual_shapes(cfg, 128))
     assert any("vit.dino_featurizer.blocks.0.attn.qkv.weight (96, 32) (expected (3072, 1024))" in p

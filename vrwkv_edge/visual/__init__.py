@@ -1,4 +1,5 @@
-"""VisualRWKV (v6.0: RWKV-6 + CLIP; v7.00: RWKV-7 + SAM/DINOv2/SigLIP) on the vrwkv_edge runtime.
+"""VisualRWKV (v6.0: RWKV-6 + CLIP; v7.00: RWKV-7 + SAM/DINOv2/SigLIP; either LM + a Vision-RWKV tower) on the
+vrwkv_edge runtime.
 
     from vrwkv_edge.checkpoint import load_model
     from vrwkv_edge.tokenizer import load_tokenizer
@@ -19,8 +20,9 @@ training-style reference), :mod:`.model` (:class:`VisualRWKV`), :mod:`.loading` 
 Importing this package is cheap: ``transformers`` (the v6 CLIP tower) is imported only when a v6 tower is built.
 """
 from .cache import ImageStateCache
-from .loading import (VISUAL_CONFIG_KEY, build_random_visual_model, is_visual_state_dict, load_visual_model,
-                      save_visual_checkpoint, split_partner, visual_model_from_state_dict)
+from .loading import (VISUAL_CONFIG_KEY, assemble_vrwkv_visual_model, build_random_visual_model,
+                      is_visual_state_dict, load_visual_model, save_visual_checkpoint, split_partner,
+                      visual_model_from_state_dict)
 from .model import VisualConfig, VisualRWKV
 from .prompts import ImageSlot, VisualPrompt, conversation_prompt, question_prompt, training_ids
 from .runtime import ChatSession, answer
@@ -28,7 +30,7 @@ from .scan import SCAN_MODES, ImageSpan, scan_prefill, training_style_forward
 
 __all__ = [
     "ChatSession", "ImageSlot", "ImageSpan", "ImageStateCache", "SCAN_MODES", "VISUAL_CONFIG_KEY", "VisualConfig",
-    "VisualPrompt", "VisualRWKV", "answer", "build_random_visual_model", "conversation_prompt",
+    "VisualPrompt", "VisualRWKV", "answer", "assemble_vrwkv_visual_model", "build_random_visual_model", "conversation_prompt",
     "is_visual_state_dict", "load_visual_model", "question_prompt", "save_visual_checkpoint", "scan_prefill",
     "split_partner", "training_ids", "training_style_forward", "visual_model_from_state_dict",
 ]

@@ -39,7 +39,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-position", default=None, choices=["first", "middle", "last"],
                    help="v6 prompt: image first/last or the sandwich prompt (default middle)")
     p.add_argument("--grid-size", type=int, default=None, help="v6 grid pooling (-1 = 577 tokens, the default)")
-    p.add_argument("--num-token-per-image", type=int, default=None, help="v7 tokens per image (default 1024)")
+    p.add_argument("--num-token-per-image", type=int, default=None,
+                   help="tokens per image after pooling, v7 and Vision-RWKV towers (default: the whole grid)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="Vision-RWKV tower input size in pixels (default: the backbone's own)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
@@ -51,7 +54,7 @@ def load_visual(args):
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     overrides = dict(scan=args.scan, image_position=args.image_position, grid_size=args.grid_size,
-                     num_token_per_image=args.num_token_per_image)
+                     num_token_per_image=args.num_token_per_image, image_size=args.image_size)
     if args.visual is not None or any(v is not None for v in overrides.values()):
         model = load_visual_model(args.model, dtype=parse_dtype(args.dtype), visual_path=args.visual, **overrides)
     else:
@@ -255,8 +258,8 @@ def cmd_eval(args) -> int:
 
 def _zero_image_embedding(model):
     """v6 evaluate.py feeds an all-zero pixel tensor (already normalised) for a question without an image."""
-    size = int(model.vcfg.clip["image_size"])
-    return model.encode_images([torch.zeros(3, size, size)])[0]
+    pixels = {k: torch.zeros(3, t.size, t.size) for k, t in model.transforms.items()}
+    return model.encode_images([next(iter(pixels.values())) if len(pixels) == 1 else pixels])[0]
 
 
 # ---- registration ------------------------------------------------------------------------------------------
@@ -289,6 +292,34 @@ def add_visual_cli(subparsers) -> None:
     p.add_argument("--cache-size", type=int, default=4, help="image-state cache entries (0 = off)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = subparsers.add_parser("assemble", help="a VisualRWKV with a Vision-RWKV tower from an LM and a Vision-RWKV "
+                                               "checkpoint (fresh projector: the start of stage-1 training)")
+    p.add_argument("--lm", required=True, type=Path, help="RWKV-6/7 language-model checkpoint")
+    p.add_argument("--tower", required=True,
+                   help="official Vision-RWKV checkpoint (head dropped), or a preset name for random weights")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--version", default=None, choices=["v6", "v7"], help="prompts and scan (default: the LM's)")
+    p.add_argument("--proj-type", default="linear", choices=["linear", "mlp"])
+    p.add_argument("--num-token-per-image", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="projector initialisation")
+    p.add_argument("--split", action="store_true", help="write the *_rwkv + *_visual pair")
+    p.set_defaults(func=cmd_assemble)
+
+
+def cmd_assemble(args) -> int:
+    from .loading import assemble_vrwkv_visual_model, save_visual_checkpoint
+    torch.set_grad_enabled(False)
+    model = assemble_vrwkv_visual_model(args.lm, args.tower, version=args.version, proj_type=args.proj_type,
+                                        num_token_per_image=args.num_token_per_image, image_size=args.image_size,
+                                        seed=args.seed)
+    paths = save_visual_checkpoint(model, args.out, split=args.split)
+    info = model.info()
+    print(f"wrote {', '.join(map(str, paths))}: VisualRWKV {info['visual']['version']} with a "
+          f"{info['visual']['vrwkv']['variant']} tower ({info['visual']['vrwkv']['embed_dims']} wide), "
+          f"{model.tokens_per_image} tokens per image, {info['parameters']:,} parameters")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -5,6 +5,9 @@ Layouts (spec §7.6):
 * **full v6**: ``rwkv.*`` (the LM), ``proj.weight`` [C, 1024], ``vit.vision_model.*`` (HF CLIP names);
 * **full v7**: ``rwkv.*``, ``proj.gate.weight`` / ``proj.o_proj.weight`` / ``proj.ln_v.*`` (or a linear
   ``proj.weight`` [C, 3200]), ``vit.dino_featurizer.*``, ``vit.siglip_featurizer.*``, ``vit.sam_featurizer.*``;
+* **Vision-RWKV tower** (vrwkv_edge): ``rwkv.*``, ``proj.*`` (linear or mlp), ``vit.backbone.*`` (an official
+  Vision-RWKV backbone's keys under ``vit.``); the prompt/scan version follows the LM (RWKV-6 -> v6, RWKV-7 ->
+  v7) unless the stored configuration says otherwise;
 * **split pair** (``export.py``): ``{run}_rwkv.pth`` = the LM with the ``rwkv.`` prefix stripped (a plain BlinkDL
   file) + ``{run}_visual.pth`` = everything else (``proj.*``, ``vit.*``), both fp16.  Either file of the pair may
   be given; the other is found next to it (``X_rwkv.ext`` <-> ``X_visual.ext``, or ``rwkv.ext`` <-> ``visual.ext``).
@@ -28,18 +31,20 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from ..checkpoint import CheckpointError, model_from_state_dict, parse_dtype, read_state_dict, save_checkpoint
+from ..checkpoint import (CheckpointError, detect_version, model_from_state_dict, parse_dtype, read_state_dict,
+                          save_checkpoint)
 from ..config import RWKVConfig
 from ..models import build_model
 from .model import VisualConfig, VisualRWKV
-from .towers import (CLIP_CONFIGS, SamDinoSigLIP, build_clip, build_projector, fix_meta_buffers,
-                     init_tower_random_)
+from .towers import (CLIP_CONFIGS, SamDinoSigLIP, VRWKVTower, build_clip, build_projector, fix_meta_buffers,
+                     init_tower_random_, vrwkv_tower_config)
 
 PathLike = Union[str, os.PathLike]
 VISUAL_CONFIG_KEY = "_vrwkv_edge.visual_config"
 LM_PREFIX = "rwkv."
 V6_TOWER_PREFIX = "vit.vision_model."
 V7_TOWER_PREFIXES = ("vit.dino_featurizer.", "vit.siglip_featurizer.", "vit.sam_featurizer.")
+VRWKV_TOWER_PREFIX = "vit.backbone."
 # Keys that older transformers saved as persistent buffers; never needed.
 IGNORED_KEYS = ("vit.vision_model.embeddings.position_ids",)
 # Parameters that exist in the towers but never influence VisualRWKV's features (final norms, SigLIP's MAP
@@ -87,16 +92,28 @@ def is_visual_state_dict(sd: Mapping[str, Tensor], path: Optional[PathLike] = No
 
 
 # ---- configuration from the weights -------------------------------------------------------------------------
-def _visual_version(sd: Mapping[str, Tensor], source: str) -> str:
+def _tower_kind(sd: Mapping[str, Tensor], source: str) -> str:
     if any(k.startswith(V6_TOWER_PREFIX) for k in sd):
-        return "v6"
+        return "clip"
     if any(k.startswith(p) for p in V7_TOWER_PREFIXES for k in sd):
-        return "v7"
+        return "sam_dino_siglip"
+    if any(k.startswith(VRWKV_TOWER_PREFIX) for k in sd):
+        return "vrwkv"
     proj = sorted(k for k in sd if k.startswith("proj."))
     raise CheckpointError(
-        f"{source}: no vision-tower weights: expected keys under {V6_TOWER_PREFIX}* (VisualRWKV v6, CLIP) or "
-        f"{', '.join(p + '*' for p in V7_TOWER_PREFIXES)} (v7); found projector keys {proj or 'none'}. "
-        f"The tower weights are part of every VisualRWKV checkpoint (the *_visual.pth half of a split pair).")
+        f"{source}: no vision-tower weights: expected keys under {V6_TOWER_PREFIX}* (VisualRWKV v6, CLIP), "
+        f"{', '.join(p + '*' for p in V7_TOWER_PREFIXES)} (v7) or {VRWKV_TOWER_PREFIX}* (Vision-RWKV); found "
+        f"projector keys {proj or 'none'}. The tower weights are part of every VisualRWKV checkpoint (the "
+        f"*_visual.pth half of a split pair).")
+
+
+def _vrwkv_tower_config(sd: Mapping[str, Tensor], source: str) -> dict:
+    """The Vision-RWKV tower's configuration read from the ``vit.backbone.*`` shapes."""
+    from dataclasses import asdict
+    from ..models.vision_rwkv import config_from_state_dict
+    backbone = {k[len("vit."):]: v for k, v in sd.items() if k.startswith(VRWKV_TOWER_PREFIX)}
+    cfg = config_from_state_dict(backbone, None, source)
+    return asdict(vrwkv_tower_config(cfg))
 
 
 def _clip_config_from_weights(sd: Mapping[str, Tensor], source: str) -> dict:
@@ -141,26 +158,35 @@ def visual_config_from_state_dict(sd: Mapping[str, Tensor], source: str = "check
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = _stored_config(sd)
     if cfg is None:
-        version = _visual_version(sd, source)
-        if version == "v6":
+        tower = _tower_kind(sd, source)
+        if tower == "clip":
             cfg = VisualConfig(version="v6", clip=_clip_config_from_weights(sd, source))
-        else:
+        elif tower == "sam_dino_siglip":
             cfg = VisualConfig(version="v7", proj_type=_projector_type(sd, source))
+        else:
+            lm = {k[len(LM_PREFIX):]: v for k, v in sd.items() if k.startswith(LM_PREFIX)}
+            version = overrides.pop("version", None) or ("v7" if detect_version(lm, source) == "x070" else "v6")
+            cfg = VisualConfig(version=version, tower="vrwkv", proj_type=_projector_type(sd, source),
+                               vrwkv=_vrwkv_tower_config(sd, source))
     return with_overrides(cfg, **overrides)
 
 
 # ---- building and loading -----------------------------------------------------------------------------------
 def _build_tower(vcfg: VisualConfig, meta: bool):
-    if vcfg.version == "v6":
+    if vcfg.tower == "clip":
         return build_clip(vcfg.clip, meta=meta)
-    if meta:
-        with torch.device("meta"):
-            return SamDinoSigLIP(vcfg.v7_towers()).eval()
-    return SamDinoSigLIP(vcfg.v7_towers()).eval()
+    with torch.device("meta" if meta else "cpu"):
+        if vcfg.tower == "vrwkv":
+            return VRWKVTower(vcfg.vrwkv_tower()).eval()
+        return SamDinoSigLIP(vcfg.v7_towers()).eval()
 
 
 def _tower_dim(vcfg: VisualConfig) -> int:
-    return int(vcfg.clip["hidden_size"]) if vcfg.version == "v6" else vcfg.v7_towers().feature_dim
+    if vcfg.tower == "clip":
+        return int(vcfg.clip["hidden_size"])
+    if vcfg.tower == "vrwkv":
+        return int(vcfg.vrwkv["embed_dims"])
+    return vcfg.v7_towers().feature_dim
 
 
 def visual_key_problems(sd: Mapping[str, Tensor], expected: Mapping[str, torch.Size]) -> list[str]:
@@ -219,7 +245,7 @@ def visual_model_from_state_dict(sd: Mapping[str, Tensor], dtype: torch.dtype = 
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if visual_config is None:
         vcfg = visual_config_from_state_dict(sd, source, **overrides)
-        if vcfg.version == "v7" and "proj_type" not in overrides:
+        if vcfg.tower != "clip" and "proj_type" not in overrides:
             vcfg = with_overrides(vcfg, proj_type=_projector_type(sd, source))
     else:
         vcfg = with_overrides(visual_config, **overrides)
@@ -243,7 +269,7 @@ def visual_model_from_state_dict(sd: Mapping[str, Tensor], dtype: torch.dtype = 
                 v = torch.zeros(t.shape)
             weights[k] = v.to(device=device, dtype=dtype)
         module.load_state_dict(weights, strict=True, assign=True)
-    if vcfg.version == "v6":
+    if vcfg.tower == "clip":
         fix_meta_buffers(vit)
         vit.to(device)
     return VisualRWKV(lm, vit.eval(), proj.eval(), vcfg).eval()
@@ -305,10 +331,43 @@ def build_random_visual_model(lm_cfg: RWKVConfig, vcfg: VisualConfig, seed: int 
     init_tower_random_(vit, seed + 1)
     proj = build_projector(vcfg.proj_type, _tower_dim(vcfg), lm_cfg.n_embd)
     init_tower_random_(proj, seed + 2)
-    if vcfg.version == "v6":
+    if vcfg.proj_type == "linear":
         with torch.no_grad():      # the projector gives embedding-scale inputs, as a trained one does
             proj.weight.mul_(0.1)
     return VisualRWKV(lm, vit, proj, vcfg).to(dtype).eval()
+
+
+def assemble_vrwkv_visual_model(lm, tower, *, version: Optional[str] = None, proj_type: str = "linear",
+                                num_token_per_image: Optional[int] = None, image_size: Optional[int] = None,
+                                seed: int = 0, **visual) -> VisualRWKV:
+    """A VisualRWKV from a language model and a Vision-RWKV backbone, with a freshly initialised projector:
+    the starting point of projector pretraining (stage 1) for an edge model with a Vision-RWKV tower.
+
+    ``lm``: an RWKV model or an LM checkpoint path; ``tower``: a :class:`~vrwkv_edge.vision.VisionRWKV`, an
+    official Vision-RWKV checkpoint path (its classification head is dropped) or a preset name (random
+    weights).  ``version`` ("v6"/"v7", prompts and scan) defaults to the LM's version.  The projector is
+    PyTorch's default Linear initialisation from ``seed`` (LayerNorm of the mlp projector at 1/0)."""
+    from ..checkpoint import load_model
+    from ..models.base import RWKVModel
+    from ..models.vision_rwkv import VisionRWKV, build_vision_rwkv, load_vision_rwkv
+    if not isinstance(lm, RWKVModel):
+        lm = load_model(lm)
+        if not isinstance(lm, RWKVModel):
+            raise CheckpointError("assemble_vrwkv_visual_model: the language-model checkpoint is already a "
+                                  "VisualRWKV")
+    if isinstance(tower, str) and not Path(tower).exists():
+        tower = build_vision_rwkv(tower, num_classes=0)
+    elif not isinstance(tower, VisionRWKV):
+        tower = load_vision_rwkv(tower)
+    from dataclasses import asdict
+    vcfg = VisualConfig(version=version or ("v7" if lm.version == "x070" else "v6"), tower="vrwkv",
+                        proj_type=proj_type, num_token_per_image=num_token_per_image, image_size=image_size,
+                        vrwkv=asdict(vrwkv_tower_config(tower.config)), **visual)
+    vit = VRWKVTower(vcfg.vrwkv_tower())
+    vit.backbone.load_state_dict(tower.backbone.state_dict())
+    torch.manual_seed(seed)
+    proj = build_projector(proj_type, _tower_dim(vcfg), lm.cfg.n_embd)
+    return VisualRWKV(lm, vit.to(lm.dtype).eval(), proj.to(lm.dtype).eval(), vcfg).eval()
 
 
 def save_visual_checkpoint(model: VisualRWKV, path: PathLike, split: bool = False,

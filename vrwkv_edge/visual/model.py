@@ -4,9 +4,10 @@ language-model API plus image calls.
 Module tree = checkpoint keys (so ``state_dict()`` is an official VisualRWKV checkpoint)::
 
     rwkv.*   the language model (vrwkv_edge.models.RWKV6 / RWKV7)
-    vit.*    v6: CLIPVisionTower (vit.vision_model.*, HF CLIP names)
-             v7: SamDinoSigLIP (vit.{dino,siglip,sam}_featurizer.*)
-    proj.*   v6: Linear(1024, C); v7: MLPWithContextGating (proj.gate / o_proj / ln_v) or Linear
+    vit.*    tower "clip" (v6.0): CLIPVisionTower (vit.vision_model.*, HF CLIP names)
+             tower "sam_dino_siglip" (v7.00): SamDinoSigLIP (vit.{dino,siglip,sam}_featurizer.*)
+             tower "vrwkv" (either version): VRWKVTower (vit.backbone.*, Vision-RWKV names)
+    proj.*   Linear(tower dim, C), or (v7 / vrwkv) MLPWithContextGating (proj.gate / o_proj / ln_v)
 
 Public API (besides ``forward`` / ``step`` / ``new_state`` / ``cfg`` / ``version`` of the language model)::
 
@@ -24,6 +25,7 @@ the prompt equals the state the training-time full-sequence forward implies.  Ba
 from __future__ import annotations
 
 import json
+import math
 import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
@@ -33,49 +35,97 @@ from torch import Tensor, nn
 
 from ..state import State
 from .cache import ImageStateCache, prefix_key
-from .preprocess import clip_transform, dino_transform, image_hash, load_rgb, sam_transform, siglip_transform
+from .preprocess import (clip_transform, dino_transform, image_hash, load_rgb, sam_transform, siglip_transform,
+                         vrwkv_transform)
 from .prompts import IMAGE_POSITIONS
 from .scan import ImageSpan, check_scan_mode, scan_prefill, training_style_forward
 from .towers import (CLIP_CONFIGS, DEFAULT_CLIP, TowerLayout, V7TowerConfig, adaptive_pool, clip_features,
-                     grid_pool, grid_pool_layout)
+                     grid_pool, grid_pool_layout, vrwkv_tower_config)
+from ..models.vision_rwkv import VRWKVConfig
 
 VISUAL_VERSIONS = ("v6", "v7")
+# Tower families; the released VisualRWKV models use CLIP (v6.0) and SAM+DINOv2+SigLIP (v7.00).
+TOWERS = ("clip", "sam_dino_siglip", "vrwkv")
+DEFAULT_TOWER = {"v6": "clip", "v7": "sam_dino_siglip"}
 
 
 @dataclass
 class VisualConfig:
     """Everything about the visual side that the weights do not say.
 
-    version: "v6" (CLIP, VisualRWKV v6.0) or "v7" (SAM+DINOv2+SigLIP, v7.00).
+    version: "v6" (VisualRWKV v6.0 prompts and scan) or "v7" (v7.00).
+    tower: "clip" (v6.0's, the default for v6), "sam_dino_siglip" (v7.00's, the default for v7) or "vrwkv"
+        (a Vision-RWKV backbone, with either version).
     scan: image scan in the LM ("bidirectional" for v6.0, "unidirectional" for v7.00, or "multidirectional").
-    grid_size (v6): -1 (576 patches + CLS, the released models), 0, 1 or g >= 2.
-    num_token_per_image (v7): 1024 in the released models (the pool is then the identity).
-    proj_type (v7): "mlp" (released) or "linear".
+    grid_size (clip): -1 (576 patches + CLS, the released models), 0, 1 or g >= 2.
+    num_token_per_image (sam_dino_siglip, vrwkv): tokens after adaptive pooling; None = the tower's whole grid
+        (1024 for the released v7.00 models, where the pool is the identity).
+    proj_type: "linear" (v6.0) or "mlp" (v7.00 released); clip takes linear only.
     image_position (v6 prompts): "middle" (sandwich, the released fine-tuned models), "first" or "last".
-    clip (v6): CLIPVisionConfig fields; towers (v7): V7TowerConfig as a dict.
+    clip: CLIPVisionConfig fields; towers: V7TowerConfig as a dict; vrwkv: VRWKVConfig fields.
+    image_size (vrwkv): input pixels (square); None = the backbone's construction size.  Any size works: the
+        position embedding is resized, and the token count grows with the image.
     """
     version: str = "v6"
     scan: Optional[str] = None
     grid_size: int = -1
-    num_token_per_image: int = 1024
+    num_token_per_image: Optional[int] = None
     proj_type: str = "linear"
     image_position: str = "middle"
     clip: dict = field(default_factory=lambda: dict(CLIP_CONFIGS[DEFAULT_CLIP]))
     towers: dict = field(default_factory=lambda: V7TowerConfig().to_dict())
+    tower: Optional[str] = None
+    vrwkv: dict = field(default_factory=lambda: asdict(vrwkv_tower_config()))
+    image_size: Optional[int] = None
 
     def __post_init__(self):
         if self.version not in VISUAL_VERSIONS:
             raise ValueError(f"VisualConfig.version must be one of {VISUAL_VERSIONS}, got {self.version!r}")
+        if self.tower is None:
+            self.tower = DEFAULT_TOWER[self.version]
+        if self.tower not in TOWERS:
+            raise ValueError(f"VisualConfig.tower must be one of {TOWERS}, got {self.tower!r}")
+        if self.tower != "vrwkv" and self.tower != DEFAULT_TOWER[self.version]:
+            raise ValueError(f"VisualConfig: the {self.tower!r} tower belongs to VisualRWKV "
+                             f"{'v6' if self.version == 'v7' else 'v7'}, not {self.version}")
         if self.scan is None:
             self.scan = "bidirectional" if self.version == "v6" else "unidirectional"
         check_scan_mode(self.scan)
         if self.image_position not in IMAGE_POSITIONS:
             raise ValueError(f"VisualConfig.image_position must be one of {IMAGE_POSITIONS}")
-        if self.version == "v6" and self.proj_type != "linear":
-            raise ValueError("VisualRWKV v6 has a linear projector")
+        if self.proj_type not in ("linear", "mlp"):
+            raise ValueError(f"VisualConfig.proj_type must be linear or mlp, got {self.proj_type!r}")
+        if self.tower == "clip" and self.proj_type != "linear":
+            raise ValueError("VisualRWKV v6 (CLIP tower) has a linear projector")
+        if self.num_token_per_image is not None:
+            n = int(self.num_token_per_image)
+            if n < 1 or math.isqrt(n) ** 2 != n:
+                raise ValueError(f"num_token_per_image must be a positive square number, got {n}")
+        if self.image_size is not None and int(self.image_size) < 1:
+            raise ValueError(f"VisualConfig.image_size must be positive, got {self.image_size}")
 
     def v7_towers(self) -> V7TowerConfig:
         return V7TowerConfig.from_dict(self.towers)
+
+    def vrwkv_tower(self) -> VRWKVConfig:
+        return VRWKVConfig(**self.vrwkv)
+
+    @property
+    def vrwkv_image_size(self) -> int:
+        return int(self.image_size or self.vrwkv["img_size"])
+
+    def tower_grid(self) -> int:
+        """Side of the square token grid the tower itself gives (sam_dino_siglip, vrwkv)."""
+        if self.tower == "sam_dino_siglip":
+            return self.v7_towers().grid
+        if self.tower == "vrwkv":
+            return -(-self.vrwkv_image_size // int(self.vrwkv["patch_size"]))   # the patch embed pads the edge
+        raise ValueError("tower_grid: the clip tower's layout is set by grid_size")
+
+    @property
+    def pooled_tokens(self) -> int:
+        """Tokens per image after adaptive pooling (sam_dino_siglip, vrwkv)."""
+        return int(self.num_token_per_image or self.tower_grid() ** 2)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -92,9 +142,10 @@ class VisualRWKV(nn.Module):
         self.vit = vit
         self.proj = proj
         self.vcfg = vcfg
-        if vcfg.version == "v6":
-            size = int(vcfg.clip["image_size"])
-            self.transforms = {"clip": clip_transform(size)}
+        if vcfg.tower == "clip":
+            self.transforms = {"clip": clip_transform(int(vcfg.clip["image_size"]))}
+        elif vcfg.tower == "vrwkv":
+            self.transforms = {"vrwkv": vrwkv_transform(vcfg.vrwkv_image_size)}
         else:
             t = vcfg.v7_towers()
             self.transforms = {"dino": dino_transform(t.dino.img_size), "siglip": siglip_transform(t.siglip.img_size),
@@ -156,13 +207,14 @@ class VisualRWKV(nn.Module):
     # ---- images ------------------------------------------------------------------------------------------
     def _compute_layout(self) -> TowerLayout:
         c = self.vcfg
-        if c.version == "v6":
+        if c.tower == "clip":
             side = int(c.clip["image_size"]) // int(c.clip["patch_size"])
             n, g = grid_pool_layout(side * side, c.grid_size)
             return TowerLayout(n, g, g, num_extra=1)
-        side = int(c.num_token_per_image ** 0.5)
-        if side * side != c.num_token_per_image:
-            raise ValueError(f"num_token_per_image must be a square number, got {c.num_token_per_image}")
+        side = math.isqrt(c.pooled_tokens)
+        if side > c.tower_grid():
+            raise ValueError(f"num_token_per_image {c.pooled_tokens} is more than the tower's "
+                             f"{c.tower_grid()}x{c.tower_grid()} token grid")
         return TowerLayout(side * side, side, side, num_extra=0)
 
     @property
@@ -176,26 +228,30 @@ class VisualRWKV(nn.Module):
         return self._layout.num_tokens
 
     def preprocess(self, image) -> Any:
-        """One image -> the tower input: v6 a [3, S, S] tensor, v7 a dict of them."""
+        """One image -> the tower input: a [3, S, S] tensor (clip, vrwkv), or a dict of them (sam_dino_siglip)."""
         img = load_rgb(image)
         out = {k: t(img) for k, t in self.transforms.items()}
-        return out["clip"] if self.vcfg.version == "v6" else out
+        return next(iter(out.values())) if len(out) == 1 else out
 
     def _stack_pixels(self, images: Sequence) -> Any:
         pix = [p if isinstance(p, (Tensor, dict)) else self.preprocess(p) for p in images]
         dev = self.device
-        if self.vcfg.version == "v6":
+        if len(self.transforms) == 1:
             return torch.stack([p for p in pix]).to(dev)
-        return {k: torch.stack([p[k] for p in pix]).to(dev) for k in ("dino", "siglip", "sam")}
+        return {k: torch.stack([p[k] for p in pix]).to(dev) for k in self.transforms}
 
     @torch.no_grad()
     def image_features(self, images: Sequence) -> Tensor:
-        """Tower features after pooling, before the projector: v6 [N, tokens, 1024]; v7 [N, tokens, 3200].
-        ``images``: paths / PIL images / arrays, or already preprocessed pixels."""
-        pixels = self._stack_pixels(images)
-        if self.vcfg.version == "v6":
+        """Tower features after pooling, before the projector: [N, tokens, D] (D = 1024 for CLIP L/14, 3200 for
+        v7.00's towers, the backbone width for Vision-RWKV).  ``images``: paths / PIL images / arrays, or
+        already preprocessed pixels."""
+        return self.pixel_features(self._stack_pixels(images))
+
+    def pixel_features(self, pixels) -> Tensor:
+        """:meth:`image_features` from a stacked tower input (the traced part of the exported vision graph)."""
+        if self.vcfg.tower == "clip":
             return grid_pool(clip_features(self.vit, pixels), self.vcfg.grid_size)
-        return adaptive_pool(self.vit(pixels), self.vcfg.num_token_per_image)
+        return adaptive_pool(self.vit(pixels), self.vcfg.pooled_tokens)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence) -> Tensor:
@@ -203,7 +259,12 @@ class VisualRWKV(nn.Module):
         ``ln0`` is applied to them inside the LM, as in training)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        feats = self.image_features(images)
+        return self.embed_pixels(self._stack_pixels(images))
+
+    def embed_pixels(self, pixels) -> Tensor:
+        """Stacked tower input -> projected embeddings [N, tokens_per_image, C]: tower, pooling, projector
+        (what the exported vision graph computes)."""
+        feats = self.pixel_features(pixels)
         proj_dtype = next(self.proj.parameters()).dtype
         return self.proj(feats.to(proj_dtype)).to(self.dtype)
 

@@ -9,6 +9,9 @@
   ``float32(uint8) / 255`` and ``(x - mean) / std`` in float32 -- reproduced with the same float32 operations.
   DINOv2 uses the ImageNet mean/std, SigLIP 0.5/0.5.
 * **SAM (v7.00)** = ``Resize((1024, 1024), BICUBIC)`` + the DINOv2 (ImageNet) normalisation.
+* **Vision-RWKV tower** = the same square bicubic resize to the tower's input size + ImageNet normalisation (the
+  backbones were trained on ImageNet statistics; the whole image is kept, as a VLM tower should, rather than
+  the classifier's center crop).
 
 torchvision cannot be installed next to this torch, so the timm-style transforms cannot be run here; the tests
 check them against PIL's resize plus an independent float64 normalisation, and against an independent float64
@@ -125,4 +128,8 @@ def siglip_transform(size: int = 448) -> ImageTransform:
 
 
 def sam_transform(size: int = 1024) -> ImageTransform:
+    return ImageTransform("resize", size, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def vrwkv_transform(size: int = 224) -> ImageTransform:
     return ImageTransform("resize", size, IMAGENET_MEAN, IMAGENET_STD)

@@ -11,7 +11,7 @@ from ..config import RWKVConfig
 from .loading import build_random_visual_model
 from .model import VisualConfig, VisualRWKV
 from .sam import SamConfig
-from .towers import V7TowerConfig
+from .towers import V7TowerConfig, vrwkv_tower_config
 from .vit import ViTConfig
 
 TINY_X060 = RWKVConfig("x060", 4, 128, 64, 65536, 448, {"mix": 16, "decay": 16})
@@ -40,3 +40,20 @@ def tiny_v7(seed: int = 0, **visual) -> VisualRWKV:
     visual.setdefault("proj_type", "mlp")
     vcfg = VisualConfig(version="v7", towers=TINY_V7_TOWERS.to_dict(), **visual)
     return build_random_visual_model(TINY_X070, vcfg, seed)
+
+
+# A 2-layer Vision-RWKV with 32 channels on 64 px (a 4x4 grid of 16-px patches), built at 48 px so that the
+# position embedding is always resized (3x3 -> 4x4), as a tower running above its training resolution does.
+TINY_VRWKV = vrwkv_tower_config("vrwkv_t", embed_dims=32, depth=2, img_size=48)
+TINY_VRWKV6 = vrwkv_tower_config("vrwkv6_t", embed_dims=64, depth=2, img_size=48, head_size=32, mix_lora=8,
+                                 decay_lora=8)
+
+
+def tiny_vrwkv(lm: str = "x070", seed: int = 0, variant: str = "vrwkv", **visual) -> VisualRWKV:
+    """RWKV-7 or RWKV-6 (4 layers, 128 wide) + a tiny Vision-RWKV tower at 64 px (16 tokens)."""
+    from dataclasses import asdict
+    visual.setdefault("image_size", 64)
+    visual.setdefault("version", "v7" if lm == "x070" else "v6")
+    tower = TINY_VRWKV if variant == "vrwkv" else TINY_VRWKV6
+    vcfg = VisualConfig(tower="vrwkv", vrwkv=asdict(tower), **visual)
+    return build_random_visual_model(TINY_X070 if lm == "x070" else TINY_X060, vcfg, seed)

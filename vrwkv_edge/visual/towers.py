@@ -11,6 +11,11 @@ download; the weights come from the VisualRWKV checkpoint).
   at 1024 + 2x2 space-to-depth), concatenated on channels in that order (1024 + 1152 + 1024 = 3200) over the
   32x32 row-major grid; :func:`adaptive_pool` to ``num_token_per_image``; projector
   :class:`MLPWithContextGating` (``proj.gate``, ``proj.o_proj``, ``proj.ln_v``) or a plain Linear.
+* **Vision-RWKV** (vrwkv_edge's edge tower, with either LM version): :class:`VRWKVTower` = a Vision-RWKV
+  backbone (``vit.backbone.*``, the official Vision-RWKV names under ``vit.``), features = its tokens after the
+  final norm over the row-major ``Hp x Wp`` grid, no CLS; :func:`adaptive_pool` to ``num_token_per_image``;
+  projector linear or mlp.  Its cost grows linearly with the number of patches, which is what makes higher
+  input resolutions affordable on the edge.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.vision_rwkv import VRWKVBackbone, VRWKVConfig, get_config
 from .sam import SAM_VIT_B_1024, SamConfig, SamImageEncoder
 from .vit import DINOV2_L14_REG4_448, SIGLIP_SO400M_14_448, TimmViT, ViTConfig
 
@@ -190,6 +196,35 @@ class SamDinoSigLIP(nn.Module):
         return torch.cat([self.dino_featurizer.features(pixels["dino"]),
                           self.siglip_featurizer.features(pixels["siglip"]),
                           self.sam_featurizer.features(pixels["sam"])], dim=2)
+
+
+# ---- Vision-RWKV ------------------------------------------------------------------------------------------
+# The default Vision-RWKV tower: VRWKV-T without its classification head (drop path is a training setting).
+DEFAULT_VRWKV_TOWER = "vrwkv_t"
+
+
+def vrwkv_tower_config(arch=DEFAULT_VRWKV_TOWER, **overrides) -> VRWKVConfig:
+    """A Vision-RWKV preset (or config) as a tower: no head, no drop path."""
+    return get_config(arch, **{"num_classes": 0, "head_hidden": None, "drop_path_rate": 0.0, **overrides})
+
+
+class VRWKVTower(nn.Module):
+    """A Vision-RWKV backbone as a VisualRWKV ``vit``: parameters ``vit.backbone.*`` (the official Vision-RWKV
+    classifier's ``backbone.*`` names), so an official checkpoint's backbone drops in by adding ``vit.``."""
+
+    def __init__(self, cfg: VRWKVConfig):
+        super().__init__()
+        self.config = cfg
+        self.backbone = VRWKVBackbone(cfg)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dims
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        """[B, 3, H, W] (any size; the position embedding is resized) -> tokens [B, Hp*Wp, C], row-major."""
+        dtype = self.backbone.pos_embed.dtype
+        return self.backbone.forward_tokens(pixels.to(dtype))[0]
 
 
 def adaptive_pool(features: Tensor, num_tokens: int) -> Tensor:
