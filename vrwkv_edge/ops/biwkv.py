@@ -252,7 +252,7 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto", chu
     ``method``: "matmul" (per-channel Toeplitz matmuls, few large ops; exact while keys, w*T and u stay within
     the MATMUL_* bounds, which trained models do), "scan" (anchored log-space scans, exact for any finite
     input, ~4 sqrt(T) small ops), or "auto": matmul when the bounds hold for this input, else scan (one
-    host sync to decide; pass a method explicitly for tracing/export).  ``chunk_size`` defaults to
+    host sync to decide; always scan while a graph is being exported, which cannot branch on data).  ``chunk_size`` defaults to
     ceil(sqrt(T)).  Computed in fp32 (fp64 for fp64 inputs); returns that dtype."""
     _check_biwkv_shapes(w, u, k, v)
     if method not in BI_WKV_METHODS:
@@ -262,7 +262,9 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto", chu
     T = k.shape[1]
     L = chunk_size or math.isqrt(max(T - 1, 0)) + 1                            # ceil(sqrt(T))
     if method == "auto":
-        method = "matmul" if _matmul_is_exact(w, u, k) else "scan"
+        # A traced graph (ONNX export) cannot branch on the data: it takes the form exact for every input.
+        exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()
+        method = "scan" if exporting or not _matmul_is_exact(w, u, k) else "matmul"
     return (_bi_wkv_matmul if method == "matmul" else _bi_wkv_scan)(w, u, k, v, L)
 
 

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..state import State
-from .cache import ImageStateCache, prefix_key
+from .cache import ImageStateCache, prefix_key  # noqa: F401  (ImageStateCache: type in the docs)
 from .preprocess import (clip_transform, dino_transform, image_hash, load_rgb, sam_transform, siglip_transform,
                          vrwkv_transform)
 from .prompts import IMAGE_POSITIONS
@@ -135,7 +135,112 @@ class VisualConfig:
         return cls(**json.loads(s))
 
 
-class VisualRWKV(nn.Module):
+def tower_features(vit: nn.Module, vcfg: VisualConfig, pixels) -> Tensor:
+    """Tower features after pooling, before the projector, from a stacked tower input."""
+    if vcfg.tower == "clip":
+        return grid_pool(clip_features(vit, pixels), vcfg.grid_size)
+    return adaptive_pool(vit(pixels), vcfg.pooled_tokens)
+
+
+def project(proj: nn.Module, features: Tensor) -> Tensor:
+    return proj(features.to(next(proj.parameters()).dtype))
+
+
+def is_text_item(item) -> bool:
+    """A prompt item is text when it is a list of ints or an integer tensor (else an image)."""
+    if isinstance(item, (list, tuple)):
+        return all(isinstance(t, numbers.Integral) for t in item)
+    return isinstance(item, Tensor) and not item.is_floating_point()
+
+
+class ImagePromptMixin:
+    """``prefill`` of a prompt of token-id chunks and images, shared by every backend (PyTorch
+    :class:`VisualRWKV`, the ONNX Runtime backend).  A backend provides ``device``, ``tokens_per_image``,
+    ``cfg``, ``encode_images``, ``_state_or_new``, ``_run_text`` and ``_run_image``."""
+
+    _is_text = staticmethod(is_text_item)
+
+    def _embed_item(self, item) -> Tensor:
+        if isinstance(item, Tensor) and item.is_floating_point() and item.dim() != 3:
+            if item.dim() != 2 or item.shape != (self.tokens_per_image, self.cfg.n_embd):
+                raise ValueError(f"precomputed image embeddings must be [{self.tokens_per_image}, "
+                                 f"{self.cfg.n_embd}], got {tuple(item.shape)}")
+            return item.to(self.device, self.dtype)
+        return self.encode_images([item])[0]
+
+    def _image_key(self, item) -> str:
+        if isinstance(item, Tensor):          # embeddings [T, C] or preprocessed pixels [3, H, W]
+            return "tensor:" + image_hash_tensor(item)
+        if isinstance(item, dict):            # preprocessed v7 pixels
+            return "pixels:" + ",".join(f"{k}={image_hash_tensor(item[k])}" for k in sorted(item))
+        return "img:" + image_hash(load_rgb(item))
+
+    def _item_key(self, item) -> str:
+        if self._is_text(item):
+            ids = item.tolist() if isinstance(item, Tensor) else list(item)
+            return "tok:" + ",".join(map(str, ids))
+        return self._image_key(item)
+
+    def _model_key(self) -> str:
+        return f"{id(self)}:{self.vcfg.to_json()}"
+
+    @torch.no_grad()
+    def prefill(self, prompt: Sequence, state: Optional[State] = None, *, cache: Optional[ImageStateCache] = None,
+                all_logits: bool = False, text_mode: str = "chunk",
+                chunk_size: Optional[int] = None) -> tuple[Tensor, State]:
+        """Runs ``prompt`` (token-id chunks and images, in order) from ``state`` (zeros if None).
+
+        Returns ``(logits, state)``: logits [1, V] after the last item, or with ``all_logits`` [T, V] for every
+        position of the prompt (image tokens in canonical order).  ``text_mode``: "chunk" (chunked prefill) or
+        "step" (one token at a time; same result).  ``cache``: an :class:`ImageStateCache`; the state right
+        after each image is stored under (every item so far, image content hash) and reused when the same
+        prefix and image come again (only from a zero start state).
+        Images: paths / PIL images / uint8 arrays, preprocessed pixels, or precomputed embeddings [T, C]."""
+        if text_mode not in ("chunk", "step"):
+            raise ValueError(f"text_mode must be 'chunk' or 'step', got {text_mode!r}")
+        items = list(prompt)
+        if not items:
+            raise ValueError("prefill: the prompt is empty")
+        use_cache = cache is not None and state is None and not all_logits
+        state = self._state_or_new(state, 1)
+        logits_out: list[Tensor] = []
+        last = None
+        keys: list[str] = []
+        start = 0
+        if use_cache:                                   # resume from the longest cached image prefix
+            items = [it if self._is_text(it) or isinstance(it, (Tensor, dict)) else load_rgb(it) for it in items]
+            keys = [self._item_key(it) for it in items]
+            image_positions = [n for n, it in enumerate(items) if not self._is_text(it)]
+            for n in reversed(image_positions):
+                hit = cache.peek(prefix_key(self._model_key(), keys[: n + 1]))
+                if hit is not None:
+                    last, state = hit
+                    start = n + 1
+                    break
+            if image_positions:
+                cache.record(hit=start > 0)
+        for n in range(start, len(items)):
+            item = items[n]
+            if self._is_text(item):
+                ids = torch.as_tensor(list(item) if isinstance(item, (list, tuple)) else item, dtype=torch.long)
+                ids = ids.reshape(-1).to(self.device)
+                if ids.numel() == 0:
+                    continue
+                every, last, state = self._run_text(ids, state, all_logits, text_mode, chunk_size)
+            else:
+                every, last, state = self._run_image(item, state, all_logits, chunk_size)
+                if use_cache:
+                    cache.put(prefix_key(self._model_key(), keys[: n + 1]), (last, state))
+            if all_logits:
+                logits_out.append(every)
+        if last is None and start == 0:
+            raise ValueError("prefill: the prompt holds no tokens and no image")
+        if all_logits:
+            return torch.cat(logits_out, 0), state
+        return last, state
+
+
+class VisualRWKV(ImagePromptMixin, nn.Module):
     def __init__(self, rwkv: nn.Module, vit: nn.Module, proj: nn.Module, vcfg: VisualConfig):
         super().__init__()
         self.rwkv = rwkv
@@ -249,9 +354,7 @@ class VisualRWKV(nn.Module):
 
     def pixel_features(self, pixels) -> Tensor:
         """:meth:`image_features` from a stacked tower input (the traced part of the exported vision graph)."""
-        if self.vcfg.tower == "clip":
-            return grid_pool(clip_features(self.vit, pixels), self.vcfg.grid_size)
-        return adaptive_pool(self.vit(pixels), self.vcfg.pooled_tokens)
+        return tower_features(self.vit, self.vcfg, pixels)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence) -> Tensor:
@@ -264,116 +367,32 @@ class VisualRWKV(nn.Module):
     def embed_pixels(self, pixels) -> Tensor:
         """Stacked tower input -> projected embeddings [N, tokens_per_image, C]: tower, pooling, projector
         (what the exported vision graph computes)."""
-        feats = self.pixel_features(pixels)
-        proj_dtype = next(self.proj.parameters()).dtype
-        return self.proj(feats.to(proj_dtype)).to(self.dtype)
+        return project(self.proj, self.pixel_features(pixels)).to(self.dtype)
 
     # ---- prompts -----------------------------------------------------------------------------------------
-    def _embed_item(self, item) -> Tensor:
-        if isinstance(item, Tensor) and item.is_floating_point():
-            if item.dim() != 2 or item.shape != (self.tokens_per_image, self.cfg.n_embd):
-                raise ValueError(f"precomputed image embeddings must be [{self.tokens_per_image}, "
-                                 f"{self.cfg.n_embd}], got {tuple(item.shape)}")
-            return item.to(self.device, self.dtype)
-        return self.encode_images([item])[0]
-
-    @staticmethod
-    def _is_text(item) -> bool:
-        if isinstance(item, (list, tuple)):
-            return all(isinstance(t, numbers.Integral) for t in item)
-        return isinstance(item, Tensor) and not item.is_floating_point()
-
-    def _image_key(self, item) -> str:
-        if isinstance(item, Tensor):          # embeddings [T, C] or preprocessed pixels [3, H, W]
-            return "tensor:" + image_hash_tensor(item)
-        if isinstance(item, dict):            # preprocessed v7 pixels
-            return "pixels:" + ",".join(f"{k}={image_hash_tensor(item[k])}" for k in sorted(item))
-        return "img:" + image_hash(load_rgb(item))
-
     def _span(self, start: int) -> ImageSpan:
         L = self._layout
         return ImageSpan(start, L.grid_h, L.grid_w)
 
-    @torch.no_grad()
-    def prefill(self, prompt: Sequence, state: Optional[State] = None, *, cache: Optional[ImageStateCache] = None,
-                all_logits: bool = False, text_mode: str = "chunk",
-                chunk_size: Optional[int] = None) -> tuple[Tensor, State]:
-        """Runs ``prompt`` (token-id chunks and images, in order) from ``state`` (zeros if None).
+    def _run_text(self, ids: Tensor, state: State, all_logits: bool, text_mode: str,
+                  chunk_size: Optional[int]) -> tuple[Optional[Tensor], Tensor, State]:
+        if text_mode == "step":
+            steps = []
+            for t in range(ids.numel()):
+                lg, state = self.rwkv.step(ids[t:t + 1], state)
+                steps.append(lg)
+            return (torch.cat(steps, 0) if all_logits else None), lg, state
+        lg, state = self.rwkv.forward(ids[None], state, last_only=not all_logits, chunk_size=chunk_size)
+        return (lg[0], lg[0, -1:], state) if all_logits else (None, lg, state)
 
-        Returns ``(logits, state)``: logits [1, V] after the last item, or with ``all_logits`` [T, V] for every
-        position of the prompt (image tokens in canonical order).  ``text_mode``: "chunk" (chunked prefill) or
-        "step" (one token at a time; same result).  ``cache``: an :class:`ImageStateCache`; the state right
-        after each image is stored under (every item so far, image content hash) and reused when the same
-        prefix and image come again (only from a zero start state)."""
-        if text_mode not in ("chunk", "step"):
-            raise ValueError(f"text_mode must be 'chunk' or 'step', got {text_mode!r}")
-        items = list(prompt)
-        if not items:
-            raise ValueError("prefill: the prompt is empty")
-        use_cache = cache is not None and state is None and not all_logits
-        state = self.rwkv._state_or_new(state, 1)
-        logits_out: list[Tensor] = []
-        last = None
-        keys: list[str] = []
-        start = 0
-        if use_cache:                                   # resume from the longest cached image prefix
-            items = [it if self._is_text(it) or isinstance(it, (Tensor, dict)) else load_rgb(it) for it in items]
-            keys = [self._item_key(it) for it in items]
-            image_positions = [n for n, it in enumerate(items) if not self._is_text(it)]
-            for n in reversed(image_positions):
-                hit = cache.peek(prefix_key(self._model_key(), keys[: n + 1]))
-                if hit is not None:
-                    last, state = hit
-                    start = n + 1
-                    break
-            if image_positions:
-                cache.record(hit=start > 0)
-        for n in range(start, len(items)):
-            item = items[n]
-            if self._is_text(item):
-                ids = torch.as_tensor(list(item) if isinstance(item, (list, tuple)) else item, dtype=torch.long)
-                ids = ids.reshape(-1).to(self.device)
-                if ids.numel() == 0:
-                    continue
-                if text_mode == "step":
-                    for t in range(ids.numel()):
-                        lg, state = self.rwkv.step(ids[t:t + 1], state)
-                        if all_logits:
-                            logits_out.append(lg)
-                    last = lg
-                else:
-                    lg, state = self.rwkv.forward(ids[None], state, last_only=not all_logits,
-                                                  chunk_size=chunk_size)
-                    if all_logits:
-                        logits_out.append(lg[0])
-                        last = lg[0, -1:]
-                    else:
-                        last = lg
-            else:
-                emb = self._embed_item(item)[None]
-                hidden, state = scan_prefill(self.rwkv, emb, state, [self._span(0)], self.vcfg.scan, chunk_size)
-                if all_logits:
-                    lg = self.rwkv.logits(hidden[0])
-                    logits_out.append(lg)
-                    last = lg[-1:]
-                else:
-                    last = self.rwkv.logits(hidden[:, -1])
-                if use_cache:
-                    cache.put(prefix_key(self._model_key(), keys[: n + 1]), (last, state))
-        if last is None and start == 0:
-            raise ValueError("prefill: the prompt holds no tokens and no image")
+    def _run_image(self, item, state: State, all_logits: bool,
+                   chunk_size: Optional[int]) -> tuple[Optional[Tensor], Tensor, State]:
+        emb = self._embed_item(item)[None]
+        hidden, state = scan_prefill(self.rwkv, emb, state, [self._span(0)], self.vcfg.scan, chunk_size)
         if all_logits:
-            return torch.cat(logits_out, 0), state
-        return last, state
-
-    def _item_key(self, item) -> str:
-        if self._is_text(item):
-            ids = item.tolist() if isinstance(item, Tensor) else list(item)
-            return "tok:" + ",".join(map(str, ids))
-        return self._image_key(item)
-
-    def _model_key(self) -> str:
-        return f"{id(self)}:{self.vcfg.to_json()}"
+            lg = self.rwkv.logits(hidden[0])
+            return lg, lg[-1:], state
+        return None, self.rwkv.logits(hidden[:, -1]), state
 
     @torch.no_grad()
     def embed_prompt(self, prompt: Sequence) -> tuple[Tensor, list[ImageSpan]]:
