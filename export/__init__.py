@@ -6,7 +6,8 @@
     report = validate("out/rwkv7-0.1b", "RWKV-x070-World-0.1B.pth", prompt_ids, n_tokens=256)
 
 Modules: :mod:`.graphs` (the traced modules, graph I/O, precision), :mod:`.wkv` (the WKV seam used while
-tracing), :mod:`.artefact` (the directory, metadata, quantization), :mod:`.ort_backend` (``OrtModel``),
+tracing), :mod:`.visual` (VisualRWKV vision graph, Vision-RWKV classifier), :mod:`.artefact` (the directory,
+metadata, quantization), :mod:`.ort_backend` (``OrtModel``, ``OrtVisualModel``),
 :mod:`.validation`, :mod:`.cli` (``add_export_cli``).  Imports are lazy so that ``import vrwkv_edge.export``
 needs neither onnx nor onnxruntime.
 """
@@ -15,7 +16,8 @@ from __future__ import annotations
 _LAZY = {
     "export_model": ".artefact", "read_metadata": ".artefact", "verify_hashes": ".artefact",
     "ArtefactError": ".artefact", "FORMAT_VERSION": ".artefact",
-    "OrtModel": ".ort_backend", "load_onnx_model": ".ort_backend",
+    "OrtModel": ".ort_backend", "OrtVisualModel": ".ort_backend", "load_onnx_model": ".ort_backend",
+    "export_vision_rwkv": ".visual", "export_vision_graph": ".visual",
     "validate": ".validation", "ValidationReport": ".validation",
     "add_export_cli": ".cli",
     "prepare_model": ".graphs", "export_graph": ".graphs", "graph_io": ".graphs",

@@ -6,6 +6,8 @@ Layout of ``DIR`` (written by :func:`export_model`)::
     DIR/prefill.onnx           a block of ``seq`` tokens from a state, last-token logits (exact chunked WKV)
     DIR/decode_embeds.onnx     the same two taking ``inputs_embeds`` instead of token ids (``embeds=True``;
     DIR/prefill_embeds.onnx    the entry point for image features and other precomputed embeddings)
+    DIR/vision.onnx            VisualRWKV only: pixels -> projected image embeddings (see :mod:`.visual`)
+    DIR/image_prefill.onnx     VisualRWKV only: one image's embeddings through the LM with the image scan
     DIR/metadata.json          everything a runtime needs to drive the graphs (below)
     DIR/rwkv_vocab_v20230424.txt   the tokenizer vocabulary named in the metadata
     DIR/<graph>.onnx.data      external weights, only for a graph over ~1.8 GiB of initializers
@@ -13,7 +15,9 @@ Layout of ``DIR`` (written by :func:`export_model`)::
 ``metadata.json`` (``format`` = ``vrwkv_edge.onnx``, ``format_version`` 1) holds the model version and sizes,
 the state layout with the graph I/O names, the graphs with their inputs/outputs (dtype and shape, symbolic
 dims as strings), the tokenizer file name, the prompt template name, the prefill scan mode and chunk size,
-the export dtype/quantization, opset and the exporter version; ``files`` adds each file's size and SHA-256.
+the export dtype/quantization, opset and the exporter version, and for a VisualRWKV a ``visual`` section (the
+visual configuration, tokens per image, patch grid, scan mode, prompt version, and per pixel input the resize
+mode, size, mean and std); ``files`` adds each file's size and SHA-256.
 Everything but ``files`` is also stored in every graph's ``metadata_props`` (key ``vrwkv_edge.metadata``), so
 a runtime can detect a ``metadata.json`` that was edited or belongs to another export.
 
@@ -41,9 +45,9 @@ from vrwkv_edge.config import RWKVConfig
 from vrwkv_edge.models.base import RWKVModel
 from vrwkv_edge.state import STATE_FIELDS
 
-from .graphs import (DEFAULT_CHUNK, DEFAULT_OPSET, GRAPH_KINDS, SUPPORTED_OPSETS, assemble_graph,
-                     export_graph_traced, graph_io, prepare_model, state_input_names, state_output_names,
-                     state_shapes)
+from .graphs import (DEFAULT_CHUNK, DEFAULT_OPSET, GRAPH_KINDS, SUPPORTED_OPSETS, VISUAL_GRAPH_KINDS, ImageScan,
+                     assemble_graph, export_graph_traced, graph_io, prepare_model, state_input_names,
+                     state_output_names, state_shapes)
 
 PathLike = Union[str, os.PathLike]
 
@@ -69,10 +73,10 @@ class ArtefactError(ValueError):
 # ---- metadata ---------------------------------------------------------------------------------------------
 def build_metadata(cfg: RWKVConfig, *, dtype: str, quantize: Optional[str], opset: int, chunk_size: int,
                    graphs: Sequence[str], tokenizer: str, prompt_template: str,
-                   source: str, parameters: int) -> dict:
+                   source: str, parameters: int, visual: Optional[dict] = None) -> dict:
     graph_entries = {}
     for kind in graphs:
-        io = graph_io(kind, cfg)
+        io = graph_io(kind, cfg, visual)
         graph_entries[kind] = {"file": f"{kind}.onnx", "inputs": io["inputs"], "outputs": io["outputs"]}
     return {
         "format": FORMAT,
@@ -81,7 +85,7 @@ def build_metadata(cfg: RWKVConfig, *, dtype: str, quantize: Optional[str], opse
         "exporter_version": vrwkv_edge.__version__,
         "torch_version": torch.__version__.split("+")[0],
         "opset": opset,
-        "model": {"kind": "language_model", "version": cfg.version, "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
+        "model": {"kind": "visual_rwkv" if visual else "language_model", "version": cfg.version, "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
                   "n_head": cfg.n_head, "head_size": cfg.head_size, "vocab_size": cfg.vocab_size,
                   "dim_ffn": cfg.dim_ffn, "lora": dict(cfg.lora), "parameters": parameters, "source": source},
         "dtype": dtype,
@@ -110,6 +114,7 @@ def build_metadata(cfg: RWKVConfig, *, dtype: str, quantize: Optional[str], opse
         "graphs": graph_entries,
         "tokenizer": tokenizer,
         "prompt_template": prompt_template,
+        **({"visual": visual} if visual else {}),
     }
 
 
@@ -181,6 +186,9 @@ def check_metadata(meta: object, where: str = METADATA_FILE) -> dict:
     for kind in ("decode", "prefill"):
         if kind not in graphs:
             raise ArtefactError(f"{where}: graphs.{kind} is missing (every export has decode and prefill)")
+    visual = meta.get("visual")
+    if visual is not None or any(k in graphs for k in VISUAL_GRAPH_KINDS):
+        _check_visual(meta, where)
     for kind, entry in graphs.items():
         if kind not in GRAPH_KINDS:
             raise ArtefactError(f"{where}: unknown graph {kind!r} (known: {GRAPH_KINDS})")
@@ -188,11 +196,41 @@ def check_metadata(meta: object, where: str = METADATA_FILE) -> dict:
             raise ArtefactError(f"{where}: graphs.{kind}.file is missing")
         if Path(entry["file"]).name != entry["file"] or not entry["file"]:
             raise ArtefactError(f"{where}: graphs.{kind}.file {entry['file']!r} must be a plain file name")
-        io = graph_io(kind, cfg)
+        io = graph_io(kind, cfg, visual)
         for side in ("inputs", "outputs"):
             if entry.get(side) != io[side]:
                 raise ArtefactError(f"{where}: graphs.{kind}.{side} do not match the model sizes in metadata")
     return meta
+
+
+def _check_visual(meta: dict, where: str) -> None:
+    """The ``visual`` section of a VisualRWKV export: present with both visual graphs, and self-consistent."""
+    from vrwkv_edge.visual.model import VisualConfig
+    from vrwkv_edge.visual.scan import SCAN_MODES
+
+    for kind in VISUAL_GRAPH_KINDS:
+        if kind not in meta["graphs"]:
+            raise ArtefactError(f"{where}: graphs.{kind} is missing (a VisualRWKV export has vision and "
+                                f"image_prefill)")
+    v = _require(meta, "visual", dict, where)
+    n = _require(meta, "visual.tokens_per_image", int, where)
+    lay = _require(meta, "visual.layout", dict, where)
+    for key in ("num_patches", "grid_h", "grid_w", "num_extra"):
+        if not isinstance(lay.get(key), int) or lay[key] < 0:
+            raise ArtefactError(f"{where}: visual.layout.{key} must be a non-negative integer")
+    if lay["grid_h"] * lay["grid_w"] != lay["num_patches"] or lay["num_patches"] + lay["num_extra"] != n:
+        raise ArtefactError(f"{where}: visual.layout {lay} does not add up to tokens_per_image {n}")
+    if v.get("scan") not in SCAN_MODES:
+        raise ArtefactError(f"{where}: visual.scan {v.get('scan')!r} is not one of {SCAN_MODES}")
+    pix = _require(meta, "visual.pixel_inputs", list, where)
+    if not pix or not all(isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("size"), int)
+                          and p.get("mode") in ("clip", "resize") and len(p.get("mean", [])) == 3
+                          and len(p.get("std", [])) == 3 for p in pix):
+        raise ArtefactError(f"{where}: visual.pixel_inputs must list name, mode, size, mean and std per input")
+    try:
+        VisualConfig(**_require(meta, "visual.config", dict, where))
+    except (TypeError, ValueError) as e:
+        raise ArtefactError(f"{where}: visual.config is not a valid VisualConfig: {e}") from e
 
 
 def read_metadata(directory: PathLike) -> dict:
@@ -371,8 +409,10 @@ def _check_onnx(path: Path) -> None:
 
 
 # ---- the public entry point -------------------------------------------------------------------------------
-def _resolve_model(model_or_ckpt) -> tuple[RWKVModel, str]:
-    if isinstance(model_or_ckpt, RWKVModel):
+def _resolve_model(model_or_ckpt) -> tuple:
+    from vrwkv_edge.visual.model import VisualRWKV
+
+    if isinstance(model_or_ckpt, (RWKVModel, VisualRWKV)):
         return model_or_ckpt, getattr(model_or_ckpt, "source", "in-memory model")
     if isinstance(model_or_ckpt, (str, os.PathLike)):
         from vrwkv_edge.checkpoint import load_model
@@ -385,7 +425,8 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
                  embeds: bool = True, opset: int = DEFAULT_OPSET, chunk_size: int = DEFAULT_CHUNK,
                  tokenizer: Optional[PathLike] = None, prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
                  overwrite: bool = False, progress: bool = True, method: str = "blocks") -> Path:
-    """Exports an RWKV-6/7 language model (a model object or a checkpoint path) to the directory ``out_dir``.
+    """Exports an RWKV-6/7 language model or a VisualRWKV (a model object or a checkpoint path) to the
+    directory ``out_dir``.  A VisualRWKV adds the ``vision`` and ``image_prefill`` graphs (see :mod:`.visual`).
 
     dtype: ``"fp32"`` or ``"fp16"`` (fp16 weights and matmuls; state, decay, norms, WKV in fp32).
     quantize: ``None`` or ``"int8"`` (dynamic int8 MatMul weights for the CPU; needs ``dtype="fp32"``).
@@ -420,10 +461,18 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
 
     model, source = _resolve_model(model_or_ckpt)
     cfg = model.cfg
+    visual_model = model if hasattr(model, "vcfg") else None
+    visual = None
     graphs = ["decode", "prefill"] + (["decode_embeds", "prefill_embeds"] if embeds else [])
+    if visual_model is not None:
+        from .visual import visual_metadata
+        visual = visual_metadata(visual_model)
+        graphs += list(VISUAL_GRAPH_KINDS)
+        if method == "trace":
+            raise ValueError("method='trace' exports language models only; VisualRWKV uses the block assembly")
     meta = build_metadata(cfg, dtype=dtype, quantize=quantize, opset=opset, chunk_size=chunk_size, graphs=graphs,
                           tokenizer=tok_src.name, prompt_template=prompt_template,
-                          source=str(source), parameters=model.num_parameters())
+                          source=str(source), parameters=model.num_parameters(), visual=visual)
     meta_json = json.dumps(embedded_metadata(meta), sort_keys=True)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -433,17 +482,23 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
     t0 = time.time()
     try:
         bar.set_postfix_str(f"prepare {dtype}")
-        prepared = prepare_model(model, dtype)
+        prepared = prepare_model(model.rwkv if visual_model is not None else model, dtype)
         files: list[str] = []
         for kind in graphs:
             bar.set_postfix_str(f"build {kind}")
-            if method == "blocks":
+            if kind == "vision":
+                from .visual import export_vision_graph
+                proto, inits = export_vision_graph(visual_model, opset, visual), []
+            elif kind == "image_prefill":
+                proto, inits = assemble_graph(prepared, kind, chunk_size=chunk_size, opset=opset,
+                                              scan=ImageScan.of(visual_model))
+            elif method == "blocks":
                 proto, inits = assemble_graph(prepared, kind, chunk_size=chunk_size, opset=opset)
             else:
                 proto, inits = export_graph_traced(prepared, kind, opset=opset, chunk_size=chunk_size), []
             bar.update(1)
             path = tmp / f"{kind}.onnx"
-            if quantize:
+            if quantize and kind != "vision":           # the tower stays fp32 (see .visual)
                 bar.set_postfix_str(f"quantize {kind}")
                 work = tmp / ".work"
                 work.mkdir(exist_ok=True)

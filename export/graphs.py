@@ -51,6 +51,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +68,11 @@ DEFAULT_OPSET = 18
 # (ReduceSum/ReduceL2 with axes as an input), silently leaving opset 18.
 SUPPORTED_OPSETS = (18, 19, 20)
 DEFAULT_CHUNK = 16
-GRAPH_KINDS = ("decode", "decode_embeds", "prefill", "prefill_embeds")
+LM_GRAPH_KINDS = ("decode", "decode_embeds", "prefill", "prefill_embeds")
+# VisualRWKV only: the tower (pixels -> projected embeddings) and one image through the LM with the per-layer
+# patch order of the model's scan mode (:mod:`vrwkv_edge.visual.scan`), both with a static token count.
+VISUAL_GRAPH_KINDS = ("image_prefill", "vision")
+GRAPH_KINDS = LM_GRAPH_KINDS + VISUAL_GRAPH_KINDS
 DTYPES = ("fp32", "fp16")
 
 # Parameters that feed the decay (or are used in fp32 by the model anyway): kept fp32 in the fp16 graphs.
@@ -82,7 +88,30 @@ def state_output_names(n_layer: int) -> list[str]:
 
 
 def graph_input_name(kind: str) -> str:
+    if kind == "image_prefill":
+        return "image_embeds"
     return "inputs_embeds" if kind.endswith("_embeds") else "input_ids"
+
+
+@dataclass(frozen=True)
+class ImageScan:
+    """What the image-prefill graph needs to know about an image: ``tokens`` embeddings, the first
+    ``grid_h * grid_w`` of them scanned in the per-layer order of ``mode`` (the rest, v6's CLS, never move)."""
+    tokens: int
+    grid_h: int
+    grid_w: int
+    mode: str
+
+    def layer_order(self, layer: int) -> Optional[list[int]]:
+        """Token order layer ``layer`` sees (``order[j]`` = canonical index at position j); None = identity."""
+        from vrwkv_edge.visual.scan import ImageSpan, chunk_order
+        order = chunk_order(self.mode, layer, self.tokens, [ImageSpan(0, self.grid_h, self.grid_w)])
+        return None if order is None else order.tolist()
+
+    @classmethod
+    def of(cls, visual_model) -> "ImageScan":
+        lay = visual_model.image_layout
+        return cls(lay.num_tokens, lay.grid_h, lay.grid_w, visual_model.vcfg.scan)
 
 
 def state_shapes(cfg) -> dict[str, list]:
@@ -91,13 +120,25 @@ def state_shapes(cfg) -> dict[str, list]:
             "shift_ffn": ["batch", cfg.n_embd]}
 
 
-def graph_io(kind: str, cfg) -> dict:
-    """Names, element types and shapes of one graph's inputs and outputs (symbolic dims as strings)."""
+def graph_io(kind: str, cfg, visual: Optional[dict] = None) -> dict:
+    """Names, element types and shapes of one graph's inputs and outputs (symbolic dims as strings).
+    ``visual`` (the metadata's ``visual`` section: ``tokens_per_image``, ``pixel_inputs``) is needed for the
+    VisualRWKV graphs."""
     if kind not in GRAPH_KINDS:
         raise ValueError(f"unknown graph kind {kind!r}; choose one of {GRAPH_KINDS}")
+    if kind in VISUAL_GRAPH_KINDS and not visual:
+        raise ValueError(f"graph {kind!r} belongs to a VisualRWKV export and needs its visual description")
+    image_embeds = {"name": "image_embeds", "dtype": "float32",
+                    "shape": ["batch", visual["tokens_per_image"], cfg.n_embd]} if visual else None
+    if kind == "vision":
+        return {"inputs": [{"name": p["name"], "dtype": "float32", "shape": ["batch", 3, p["size"], p["size"]]}
+                           for p in visual["pixel_inputs"]],
+                "outputs": [image_embeds]}
     seq = kind.startswith("prefill")
     first = graph_input_name(kind)
-    if first == "input_ids":
+    if kind == "image_prefill":
+        first_io = image_embeds
+    elif first == "input_ids":
         first_io = {"name": first, "dtype": "int64", "shape": ["batch", "seq"] if seq else ["batch"]}
     else:
         first_io = {"name": first, "dtype": "float32",
@@ -208,10 +249,32 @@ class PrefillGraph(_StateGraph):
         return self._outputs(logits, new)
 
 
-def build_graph(model: RWKVModel, kind: str, chunk_size: int = DEFAULT_CHUNK) -> _StateGraph:
+class ImagePrefillGraph(_StateGraph):
+    """The image-prefill graph: ``(image_embeds [B, T_img, C], *state) -> (last logits [B, V], *new_state)``:
+    :func:`~vrwkv_edge.visual.scan.scan_prefill` of one image, layer by layer in each layer's patch order."""
+
+    def __init__(self, model: RWKVModel, scan: ImageScan, chunk_size: int = DEFAULT_CHUNK):
+        super().__init__(model, embeds=True)
+        self.scan = scan
+        self.chunk_size = chunk_size
+
+    def forward(self, x: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        from vrwkv_edge.visual.scan import ImageSpan, scan_prefill
+        s = self.scan
+        hidden, new = scan_prefill(self.model, x, self._state(state), [ImageSpan(0, s.grid_h, s.grid_w)], s.mode,
+                                   self.chunk_size)
+        return self._outputs(self.model.logits(hidden[:, -1]), new)
+
+
+def build_graph(model: RWKVModel, kind: str, chunk_size: int = DEFAULT_CHUNK,
+                scan: Optional[ImageScan] = None) -> _StateGraph:
     """The full-graph module of ``kind`` (what the exported graph computes, for tests and ``method="trace"``)."""
-    if kind not in GRAPH_KINDS:
-        raise ValueError(f"unknown graph kind {kind!r}; choose one of {GRAPH_KINDS}")
+    if kind == "image_prefill":
+        if scan is None:
+            raise ValueError("the image_prefill graph needs the image scan (ImageScan)")
+        return ImagePrefillGraph(model, scan, chunk_size).eval()
+    if kind not in LM_GRAPH_KINDS:
+        raise ValueError(f"unknown LM graph kind {kind!r}; choose one of {LM_GRAPH_KINDS}")
     embeds = kind.endswith("_embeds")
     if kind.startswith("decode"):
         return DecodeGraph(model, embeds).eval()
@@ -517,22 +580,27 @@ def _np(t: Tensor):
 
 
 def assemble_graph(model: RWKVModel, kind: str, *, chunk_size: int = DEFAULT_CHUNK, opset: int = DEFAULT_OPSET,
-                   progress=None):
+                   progress=None, scan: Optional[ImageScan] = None):
     """Builds the ONNX graph ``kind`` of a :func:`prepared <prepare_model>` model: the traced block templates
     (one per layer kind) called once per layer with that layer's weights, between the embedding stem
     (``Gather`` + ``ln0``) and the head (``ln_out`` + ``MatMul``), then inlined into one flat graph of
     standard operators.  Computes exactly what :func:`build_graph` ``(model, kind)`` computes.
+    ``image_prefill`` (with ``scan``) adds, around each layer whose patch order is not the identity, a
+    ``Gather`` of the hidden states (and of RWKV-7's ``v_first``) into that order and one back: the same
+    templates, the layer-by-layer image scan of :func:`~vrwkv_edge.visual.scan.scan_prefill`.
     Returns ``(onnx.ModelProto, initializers)``: the graph without weights and the list of weight
     ``TensorProto`` s (attached by the caller, so that graphs over 2 GiB never pass through protobuf)."""
     import onnx.inliner
     from onnx import TensorProto, helper, numpy_helper
 
     check_opset(opset)
-    if kind not in GRAPH_KINDS:
-        raise ValueError(f"unknown graph kind {kind!r}; choose one of {GRAPH_KINDS}")
+    if kind not in LM_GRAPH_KINDS and kind != "image_prefill":
+        raise ValueError(f"assemble_graph builds {LM_GRAPH_KINDS + ('image_prefill',)}, not {kind!r}")
+    if (kind == "image_prefill") != (scan is not None):
+        raise ValueError("pass scan= for the image_prefill graph, and only for it")
     cfg = model.cfg
-    io = graph_io(kind, cfg)
-    seq = kind.startswith("prefill")
+    io = graph_io(kind, cfg, {"tokens_per_image": scan.tokens, "pixel_inputs": []} if scan else None)
+    seq = kind.startswith("prefill") or kind == "image_prefill"
     fp16 = model.emb.weight.dtype == torch.float16
     domain = "vrwkv_edge.block"
     nodes, inits, functions = [], [], {}
@@ -566,13 +634,31 @@ def assemble_graph(model: RWKVModel, kind: str, *, chunk_size: int = DEFAULT_CHU
             functions[fname] = _template_function(tpl, fname, domain)
         params = dict(model.blocks[i].named_parameters())
         w_inputs = [init(f"blocks.{i}.{w}", params[w], transpose=w in tpl.transposed) for w in tpl.weight_names]
-        ins = [x] + [f"past_key_values.{i}.{f}" for f in STATE_FIELDS] + ([v_first] if tpl.v_in else []) + w_inputs
+        order = scan.layer_order(i) if scan is not None else None
+        x_in, v_in = x, v_first
+        if order is not None:                 # this layer scans the patches in its own order
+            perm = init(f"scan.order.{i}", torch.tensor(order, dtype=torch.int64))
+            x_in = f"x.{i}.layer_order"
+            nodes.append(helper.make_node("Gather", [x, perm], [x_in], axis=1))
+            if tpl.v_in:
+                v_in = f"v_first.scanned.{i}"
+                nodes.append(helper.make_node("Gather", [v_first, perm], [v_in], axis=1))
+        ins = [x_in] + [f"past_key_values.{i}.{f}" for f in STATE_FIELDS] + ([v_in] if tpl.v_in else []) + w_inputs
         x = f"x.{i + 1}"
-        outs = [x] + [f"present.{i}.{f}" for f in STATE_FIELDS]
+        x_out = x if order is None else f"x.{i + 1}.layer_order_out"
+        outs = [x_out] + [f"present.{i}.{f}" for f in STATE_FIELDS]
         if tpl.v_out:
             v_first = f"v_first.{i}"
-            outs.append(v_first)
+            outs.append(v_first if order is None else f"v_first.{i}.scanned")
         nodes.append(helper.make_node(fname, ins, outs, domain=domain, name=f"blocks.{i}"))
+        if order is not None:                 # back to the canonical order for the next layer
+            inverse = [0] * len(order)
+            for j, o in enumerate(order):
+                inverse[o] = j
+            inv = init(f"scan.inverse.{i}", torch.tensor(inverse))
+            nodes.append(helper.make_node("Gather", [x_out, inv], [x], axis=1))
+            if tpl.v_out:
+                nodes.append(helper.make_node("Gather", [f"v_first.{i}.scanned", inv], [v_first], axis=1))
         if progress is not None:
             progress()
     # head: logits = head(ln_out(x_last))

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from vrwkv_edge.state import State
+from vrwkv_edge.visual.model import ImagePromptMixin
 
 from .artefact import (METADATA_FILE, METADATA_PROP, ArtefactError, config_from_metadata, embedded_metadata,
                        read_metadata, verify_hashes)
@@ -409,6 +410,68 @@ class OrtModel:
                 f"providers={[_provider_name(p) for p in self.providers]})")
 
 
+class OrtVisualModel(ImagePromptMixin, OrtModel):
+    """A VisualRWKV export run by ONNX Runtime: :class:`OrtModel` plus the image API of
+    :class:`~vrwkv_edge.visual.VisualRWKV` (``preprocess``, ``encode_images``, ``prefill`` of token chunks and
+    images, ``vcfg``, ``visual_version``, ``tokens_per_image``), so :func:`~vrwkv_edge.visual.answer` and
+    :class:`~vrwkv_edge.visual.ChatSession` run on it unchanged.  Images go through the ``vision`` graph and
+    then the ``image_prefill`` graph (the exact per-layer image scan); text through the prefill graph."""
+
+    def __init__(self, directory: PathLike, providers=None, **kwargs):
+        super().__init__(directory, providers, **kwargs)
+        from vrwkv_edge.visual.model import VisualConfig
+        from vrwkv_edge.visual.preprocess import ImageTransform
+        from vrwkv_edge.visual.towers import TowerLayout
+
+        v = self.metadata.get("visual")
+        if v is None:
+            raise ArtefactError(f"{self.path}: not a VisualRWKV export (no 'visual' section in {METADATA_FILE})")
+        self.vcfg = VisualConfig(**v["config"])
+        self.transforms = {p["transform"]: ImageTransform(p["mode"], p["size"], tuple(p["mean"]), tuple(p["std"]),
+                                                          p.get("crop"))
+                           for p in v["pixel_inputs"]}
+        self._pixel_names = [p["name"] for p in v["pixel_inputs"]]
+        self.image_layout = TowerLayout(**v["layout"])
+
+    @property
+    def visual_version(self) -> str:
+        return self.vcfg.version
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.image_layout.num_tokens
+
+    def encode_images(self, images) -> Tensor:
+        """Projected image embeddings [N, tokens_per_image, C] float32 by the ``vision`` graph."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        pixels = self._stack_pixels(images)
+        pixels = [pixels] if isinstance(pixels, Tensor) else [pixels[k] for k in self.transforms]
+        sess = self._session("vision")
+        outs = sess.run(None, {n: t.detach().float().cpu().contiguous().numpy()
+                               for n, t in zip(self._pixel_names, pixels)})
+        return torch.from_numpy(outs[0]).to(self.device)
+
+    def _run_text(self, ids: Tensor, state: State, all_logits: bool, text_mode: str,
+                  chunk_size: Optional[int]) -> tuple[Optional[Tensor], Tensor, State]:
+        if all_logits or text_mode == "step":
+            lg, state = self.forward(ids[None], state, last_only=False)
+            return (lg[0] if all_logits else None), lg[0, -1:], state
+        lg, state = self.forward(ids[None], state, last_only=True)
+        return None, lg, state
+
+    def _run_image(self, item, state: State, all_logits: bool,
+                   chunk_size: Optional[int]) -> tuple[Optional[Tensor], Tensor, State]:
+        if all_logits:
+            raise ValueError("the image_prefill graph returns the logits after the image only: all_logits=True "
+                             "is not available for images in an ONNX export")
+        emb = self._embed_item(item)[None].to(torch.float32)
+        return (None, *self._run("image_prefill", emb, state))
+
+
 def load_onnx_model(directory: PathLike, providers=None, **kwargs) -> OrtModel:
-    """Opens an export made by :func:`~vrwkv_edge.export.export_model` (see :class:`OrtModel` for kwargs)."""
-    return OrtModel(directory, providers=providers, **kwargs)
+    """Opens an export made by :func:`~vrwkv_edge.export.export_model` (see :class:`OrtModel` for kwargs): an
+    :class:`OrtVisualModel` for a VisualRWKV export, else an :class:`OrtModel`."""
+    meta = read_metadata(directory)
+    cls = OrtVisualModel if "visual" in meta else OrtModel
+    return cls(directory, providers=providers, **kwargs)

@@ -156,9 +156,22 @@ def is_text_item(item) -> bool:
 class ImagePromptMixin:
     """``prefill`` of a prompt of token-id chunks and images, shared by every backend (PyTorch
     :class:`VisualRWKV`, the ONNX Runtime backend).  A backend provides ``device``, ``tokens_per_image``,
-    ``cfg``, ``encode_images``, ``_state_or_new``, ``_run_text`` and ``_run_image``."""
+    ``cfg``, ``transforms``, ``encode_images``, ``_state_or_new``, ``_run_text`` and ``_run_image``."""
 
     _is_text = staticmethod(is_text_item)
+
+    def preprocess(self, image) -> Any:
+        """One image -> the tower input: a [3, S, S] tensor (clip, vrwkv), or a dict of them (sam_dino_siglip)."""
+        img = load_rgb(image)
+        out = {k: t(img) for k, t in self.transforms.items()}
+        return next(iter(out.values())) if len(out) == 1 else out
+
+    def _stack_pixels(self, images: Sequence) -> Any:
+        pix = [p if isinstance(p, (Tensor, dict)) else self.preprocess(p) for p in images]
+        dev = self.device
+        if len(self.transforms) == 1:
+            return torch.stack([p for p in pix]).to(dev)
+        return {k: torch.stack([p[k] for p in pix]).to(dev) for k in self.transforms}
 
     def _embed_item(self, item) -> Tensor:
         if isinstance(item, Tensor) and item.is_floating_point() and item.dim() != 3:
@@ -331,19 +344,6 @@ class VisualRWKV(ImagePromptMixin, nn.Module):
     @property
     def tokens_per_image(self) -> int:
         return self._layout.num_tokens
-
-    def preprocess(self, image) -> Any:
-        """One image -> the tower input: a [3, S, S] tensor (clip, vrwkv), or a dict of them (sam_dino_siglip)."""
-        img = load_rgb(image)
-        out = {k: t(img) for k, t in self.transforms.items()}
-        return next(iter(out.values())) if len(out) == 1 else out
-
-    def _stack_pixels(self, images: Sequence) -> Any:
-        pix = [p if isinstance(p, (Tensor, dict)) else self.preprocess(p) for p in images]
-        dev = self.device
-        if len(self.transforms) == 1:
-            return torch.stack([p for p in pix]).to(dev)
-        return {k: torch.stack([p[k] for p in pix]).to(dev) for k in self.transforms}
 
     @torch.no_grad()
     def image_features(self, images: Sequence) -> Tensor:
