@@ -117,10 +117,10 @@ class _VRWKVGraph(nn.Module):
         self.model = model
         self.output = output
 
-    def forward(self, pixels: Tensor) -> Tensor:
+    def forward(self, *pixels: Tensor) -> Tensor:        # varargs like VisionGraph: one tracing helper
         if self.output == "logits":
-            return self.model(pixels)
-        return self.model.forward_tokens(pixels)
+            return self.model(pixels[0])
+        return self.model.forward_tokens(pixels[0])
 
 
 def export_vision_rwkv(model_or_ckpt, out_path: PathLike, *, image_size: Optional[int] = None,
