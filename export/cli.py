@@ -5,6 +5,9 @@ The main CLI wires these in with :func:`add_export_cli`; each subcommand's handl
 
     vrwkv-edge export --model CKPT --out DIR [--dtype fp32|fp16] [--quantize int8] [--validate] [--no-embeds]
                       [--opset 18] [--chunk-size 16] [--overwrite]
+    vrwkv-edge export --model VRWKV.pth --out FILE.onnx [--image-size 224] [--vision-output logits|tokens]
+
+A VisualRWKV checkpoint gives the language-model graphs plus ``vision.onnx`` and ``image_prefill.onnx``.
     vrwkv-edge validate DIR --model CKPT [--tolerance T] [--min-agreement A] [--n-tokens N] [--prompt-ids 1,2,3]
 
 Exit codes: 0 success, 1 validation beyond tolerance, 2 unusable input (missing or broken checkpoint or
@@ -54,11 +57,37 @@ def _errors():
     return (ArtefactError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, KeyError)
 
 
+def _is_vision_rwkv(spec: str) -> bool:
+    """True for an official Vision-RWKV classifier / backbone checkpoint (``backbone.*`` keys)."""
+    if spec.startswith("random:"):
+        return False
+    from vrwkv_edge.checkpoint import CheckpointError, read_state_dict
+    from vrwkv_edge.models.vision_rwkv import official_state_dict
+
+    try:
+        official_state_dict(read_state_dict(spec), spec)
+    except CheckpointError:
+        return False
+    return True
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    """Handler of ``export``: writes the directory, then validates it when ``--validate`` is given."""
+    """Handler of ``export``: writes the directory, then validates it when ``--validate`` is given.  A
+    Vision-RWKV checkpoint is written as one ONNX file instead (``--out`` a file, or DIR/vision_rwkv.onnx)."""
     from .artefact import export_model
 
     try:
+        if _is_vision_rwkv(args.model):
+            from pathlib import Path
+
+            from .visual import export_vision_rwkv
+
+            out = Path(args.out)
+            out = out if out.suffix == ".onnx" else out / "vision_rwkv.onnx"
+            export_vision_rwkv(args.model, out, image_size=args.image_size, output=args.vision_output,
+                               opset=args.opset, overwrite=args.overwrite)
+            print(f"exported {out}")
+            return EXIT_OK
         model = _load(args.model)
         out = export_model(model, args.out, dtype=args.dtype, quantize=args.quantize, embeds=not args.no_embeds,
                            opset=args.opset, chunk_size=args.chunk_size, overwrite=args.overwrite,
@@ -126,6 +155,9 @@ def add_export_cli(subparsers) -> None:
     p.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE)
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("Vision-RWKV checkpoints (exported as one ONNX file)")
+    g.add_argument("--image-size", type=int, default=None, help="input pixels (default: the model's test size)")
+    g.add_argument("--vision-output", choices=("logits", "tokens"), default="logits")
     _validation_args(p)
     p.set_defaults(func=cmd_export)
 

@@ -6,6 +6,8 @@ are fed the SAME tokens (PyTorch's greedy choice, teacher forcing), so a single 
 two runs drift apart and every position is compared.  The reference is always the float32 PyTorch model, also
 for fp16 and int8 exports.  Reported: the max-abs logit difference (prefill, decode, overall) and the greedy
 agreement (share of positions where both argmaxes are equal, the prefill's last position included).
+For a VisualRWKV export the prompt holds an image in its middle (a seeded random picture), so the vision and
+image_prefill graphs are checked too: preprocessing, tower, projector and the per-layer image scan.
 
 Default pass criteria per export precision (override with ``tolerance`` / ``min_agreement``)::
 
@@ -42,10 +44,12 @@ class ValidationReport:
     passed: bool
     finite: bool = True
     mismatches: list = field(default_factory=list)      # positions where the argmaxes differ
+    with_image: bool = False                           # the prompt held an image (VisualRWKV export)
 
     def summary(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
-        return (f"[{verdict}] {self.directory} ({self.precision}): prompt {self.n_prompt} + {self.n_tokens} "
+        img = " + 1 image" if self.with_image else ""
+        return (f"[{verdict}] {self.directory} ({self.precision}): prompt {self.n_prompt}{img} + {self.n_tokens} "
                 f"decode tokens; max-abs logit diff {self.max_abs_diff:.3g} (prefill {self.prefill_max_abs:.3g}, "
                 f"decode {self.decode_max_abs:.3g}; tolerance {self.tolerance:g}); greedy agreement "
                 f"{100 * self.greedy_agreement:.2f}% (min {100 * self.min_agreement:.2f}%)"
@@ -63,8 +67,9 @@ def default_prompt(vocab_size: int, n: int = DEFAULT_PROMPT_LEN, seed: int = 0) 
 
 def _load_reference(ckpt_or_model):
     from vrwkv_edge.models.base import RWKVModel
+    from vrwkv_edge.visual.model import VisualRWKV
 
-    if isinstance(ckpt_or_model, RWKVModel):
+    if isinstance(ckpt_or_model, (RWKVModel, VisualRWKV)):
         return ckpt_or_model.float().eval()
     from vrwkv_edge.checkpoint import load_model
 
@@ -77,10 +82,13 @@ def validate(directory: PathLike, ckpt_or_model, prompt_ids: Optional[Sequence[i
     """Runs ``prompt_ids`` (default: a fixed pseudo-random prompt) and ``n_tokens`` greedy decode steps through
     the PyTorch model (a model or a checkpoint path) and the export in ``directory``; returns a
     :class:`ValidationReport` (and prints its summary when ``verbose``)."""
-    from .ort_backend import OrtModel
+    from .ort_backend import load_onnx_model
 
     ref = _load_reference(ckpt_or_model)
-    ort = ort_model if ort_model is not None else OrtModel(directory, providers=providers, spinning=False)
+    ort = ort_model if ort_model is not None else load_onnx_model(directory, providers=providers, spinning=False)
+    with_image = hasattr(ort, "vcfg")
+    if with_image and not hasattr(ref, "vcfg"):
+        raise ValueError(f"{directory} is a VisualRWKV export; validate it against the VisualRWKV checkpoint")
     rc, oc = ref.cfg, ort.cfg
     if (rc.version, rc.n_layer, rc.n_embd, rc.head_size, rc.vocab_size, rc.dim_ffn) != (
             oc.version, oc.n_layer, oc.n_embd, oc.head_size, oc.vocab_size, oc.dim_ffn):
@@ -100,8 +108,16 @@ def validate(directory: PathLike, ckpt_or_model, prompt_ids: Optional[Sequence[i
     prompt = prompt.long().view(1, -1)
 
     with torch.no_grad():
-        lt, st_t = ref.forward(prompt, ref.new_state(1), last_only=True)
-        lo, st_o = ort.forward(prompt, ort.new_state(1), last_only=True)
+        if with_image:
+            import numpy as np
+            half = prompt.shape[1] // 2
+            image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+            items = [prompt[0, :half].tolist(), image, prompt[0, half:].tolist()]
+            lt, st_t = ref.prefill(items)
+            lo, st_o = ort.prefill(items)
+        else:
+            lt, st_t = ref.forward(prompt, ref.new_state(1), last_only=True)
+            lo, st_o = ort.forward(prompt, ort.new_state(1), last_only=True)
         prefill = (lt - lo).abs().max().item()
         agree = int(lt.argmax(-1).item() == lo.argmax(-1).item())
         mismatches = [] if agree else [0]
@@ -122,7 +138,7 @@ def validate(directory: PathLike, ckpt_or_model, prompt_ids: Optional[Sequence[i
     max_abs = max(prefill, decode)
     passed = finite and max_abs <= tolerance and agreement >= min_agreement
     report = ValidationReport(str(directory), precision, prompt.shape[1], n_tokens, prefill, decode, max_abs,
-                              agreement, tolerance, min_agreement, passed, finite, mismatches[:50])
+                              agreement, tolerance, min_agreement, passed, finite, mismatches[:50], with_image)
     if verbose:
         print(report.summary())
     return report

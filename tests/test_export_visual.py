@@ -153,3 +153,22 @@ def test_vision_rwkv_classifier_graph(tmp_path, variant, output):
     with pytest.raises(FileExistsError):
         export_vision_rwkv(model, path)
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_validate_checks_the_image_path(exported):
+    from vrwkv_edge.export import validate
+    model, out = exported
+    report = validate(out, model, n_tokens=6, verbose=False)
+    assert report.passed and report.with_image and report.max_abs_diff <= TOL
+    with pytest.raises(ValueError, match="VisualRWKV export"):
+        validate(out, model.rwkv, n_tokens=1, verbose=False)
+
+
+def test_export_cli_recognises_vision_rwkv_checkpoints(tmp_path, capsys):
+    from vrwkv_edge.export.cli import main
+    model = build_vision_rwkv("vrwkv_t", embed_dims=64, depth=2, num_classes=7)
+    torch.save({"meta": {}, "state_dict": model.state_dict()}, tmp_path / "v.pth")
+    # a non-standard size cannot be inferred from the shapes: a clear error, exit 2, nothing written
+    assert main(["export", "--model", str(tmp_path / "v.pth"), "--out", str(tmp_path / "v.onnx")]) == 2
+    assert "no preset has variant vrwkv, embed_dims 64" in capsys.readouterr().err
+    assert not (tmp_path / "v.onnx").exists()
