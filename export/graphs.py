@@ -64,9 +64,14 @@ from vrwkv_edge.state import STATE_FIELDS, State
 from .wkv import wkv_for_export
 
 DEFAULT_OPSET = 18
-# 17 is not offered: the dynamo exporter writes opset 18 and its down-conversion to 17 fails on this graph
-# (ReduceSum/ReduceL2 with axes as an input), silently leaving opset 18.
-SUPPORTED_OPSETS = (18, 19, 20)
+# 17 (TensorRT 8.6, JetPack 6.0) is written by tracing at 18 and rewriting the few operators whose signature
+# changed (:mod:`.opset`); the exporter's own down-conversion fails on these graphs.
+SUPPORTED_OPSETS = (17, 18, 19, 20)
+
+
+def trace_opset(opset: int) -> int:
+    """The opset the tracer writes for a requested one (torch exports opset 18 at least)."""
+    return max(opset, 18)
 DEFAULT_CHUNK = 16
 LM_GRAPH_KINDS = ("decode", "decode_embeds", "prefill", "prefill_embeds")
 # VisualRWKV only: the tower (pixels -> projected embeddings) and one image through the LM with the per-layer
@@ -345,7 +350,8 @@ def _dynamo_export(module: nn.Module, args: tuple, input_names: list[str], outpu
                    dynamic_shapes, opset: int):
     with warnings.catch_warnings(), wkv_for_export("scan", tracing=True), torch.no_grad():
         warnings.simplefilter("ignore")
-        return torch.onnx.export(module, args, None, dynamo=True, opset_version=opset, input_names=input_names,
+        return torch.onnx.export(module, args, None, dynamo=True, opset_version=trace_opset(opset),
+                                 input_names=input_names,
                                  output_names=output_names, dynamic_shapes=dynamic_shapes, optimize=True,
                                  verbose=False, report=False)
 
@@ -366,6 +372,9 @@ def export_graph_traced(model: RWKVModel, kind: str, *, opset: int = DEFAULT_OPS
     proto = prog.model_proto
     _strip_trace_info(proto.graph)
     _set_io_shapes(proto.graph, io)
+    if opset == 17:
+        from .opset import to_opset17
+        to_opset17(proto, where=kind)
     return proto
 
 
@@ -683,19 +692,23 @@ def assemble_graph(model: RWKVModel, kind: str, *, chunk_size: int = DEFAULT_CHU
 
     graph = helper.make_graph(nodes, kind, [_value_info(s) for s in io["inputs"]],
                               [_value_info(s) for s in io["outputs"]])
+    traced = trace_opset(opset)
     opsets = {o.domain: o.version for f in functions.values() for o in f.opset_import}
-    opsets[""] = max(opsets.get("", opset), opset)
+    opsets[""] = max(opsets.get("", traced), traced)
     opsets[domain] = 1
     model_proto = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
                                     functions=list(functions.values()), ir_version=10,
                                     producer_name="vrwkv_edge")
     got = opsets[""]
-    if got != opset:
-        raise RuntimeError(f"the traced block has opset {got}, {opset} was requested (exporter down-conversion?)")
+    if got != traced:
+        raise RuntimeError(f"the traced block has opset {got}, {traced} was requested (exporter down-conversion?)")
     model_proto = onnx.inliner.inline_local_functions(model_proto)
     # the block domain is gone after inlining
     keep = [o for o in model_proto.opset_import if o.domain != domain]
     del model_proto.opset_import[:]
     model_proto.opset_import.extend(keep)
     model_proto.ir_version = 10
+    if opset == 17:
+        from .opset import to_opset17
+        to_opset17(model_proto, inits, where=kind)
     return model_proto, inits

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from vrwkv_edge.visual.model import VisualRWKV, project, tower_features
 
-from .graphs import DEFAULT_OPSET, _set_io_shapes, _strip_trace_info, check_opset, graph_io
+from .graphs import DEFAULT_OPSET, _set_io_shapes, _strip_trace_info, check_opset, graph_io, trace_opset
 
 PathLike = Union[str, os.PathLike]
 PIXEL_INPUT = "pixel_values"
@@ -83,14 +83,18 @@ def _trace(module: nn.Module, args: tuple, input_names: list, output_names: list
     D = torch.export.Dim.DYNAMIC
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        prog = torch.onnx.export(module, args, None, dynamo=True, opset_version=opset, input_names=input_names,
+        prog = torch.onnx.export(module, args, None, dynamo=True, opset_version=trace_opset(opset),
+                                 input_names=input_names,
                                  output_names=output_names, dynamic_shapes=(tuple({0: D} for _ in args),),
                                  optimize=True, verbose=False, report=False)
     proto = prog.model_proto
     _strip_trace_info(proto.graph)
     got = {o.domain: o.version for o in proto.opset_import}.get("", opset)
-    if got != opset:
-        raise RuntimeError(f"the traced vision graph has opset {got}, {opset} was requested")
+    if got != trace_opset(opset):
+        raise RuntimeError(f"the traced vision graph has opset {got}, {trace_opset(opset)} was requested")
+    if opset == 17:
+        from .opset import to_opset17
+        to_opset17(proto, where="vision")
     return proto
 
 
