@@ -27,7 +27,7 @@ from vrwkv_edge.state import State  # noqa: E402
 from vrwkv_edge.export import OrtModel, export_model, load_onnx_model, validate  # noqa: E402
 from vrwkv_edge.export.graphs import prepare_model  # noqa: E402
 
-TESTDATA = Path("/work/shared/testdata/rwkv-cpp-tiny/derived")
+TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "rwkv-cpp-tiny" / "derived"
 CKPT = {"v6-trained": TESTDATA / "tiny-rwkv-6v0-1m-FP32.pth", "v7-trained": TESTDATA / "tiny-rwkv-7v0-834K-FP32.pth"}
 MODEL_NAMES = ["v7-random", "v6-random", "v7-trained", "v6-trained"]
 TOL = 1e-4
@@ -45,7 +45,7 @@ def _one_thread():
 def _make_model(name: str):
     if name.endswith("trained"):
         if not CKPT[name].exists():
-            pytest.skip(f"test data missing: {CKPT[name]}")
+            pytest.fail(f"test data missing (../shared/testdata must sit beside the repository): {CKPT[name]}")
         return load_model(CKPT[name])
     if name == "v6-random":
         return build_model(preset("rwkv6-tiny")).init_random_(1)

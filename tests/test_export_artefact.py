@@ -17,7 +17,7 @@ from vrwkv_edge.export import artefact as artefact_mod  # noqa: E402
 from vrwkv_edge.export.cli import add_export_cli, main  # noqa: E402
 from vrwkv_edge.export.artefact import verify_hashes  # noqa: E402
 
-TESTDATA = Path("/work/shared/testdata/rwkv-cpp-tiny/derived")
+TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "rwkv-cpp-tiny" / "derived"
 CKPT = TESTDATA / "tiny-rwkv-6v0-1m-FP32.pth"
 
 
@@ -32,7 +32,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def good_dir(tmp_path_factory):
     if not CKPT.exists():
-        pytest.skip(f"test data missing: {CKPT}")
+        pytest.fail(f"test data missing (../shared/testdata must sit beside the repository): {CKPT}")
     return export_model(str(CKPT), tmp_path_factory.mktemp("good") / "v6", embeds=False, progress=False)
 
 
