@@ -348,7 +348,7 @@ def example_inputs(model: RWKVModel, kind: str, batch: int = 2, seq: int = 37) -
 
 def _dynamo_export(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
                    dynamic_shapes, opset: int):
-    with warnings.catch_warnings(), wkv_for_export("scan", tracing=True), torch.no_grad():
+    with warnings.catch_warnings(), wkv_for_export(tracing=True), torch.no_grad():
         warnings.simplefilter("ignore")
         return torch.onnx.export(module, args, None, dynamo=True, opset_version=trace_opset(opset),
                                  input_names=input_names,

@@ -343,11 +343,14 @@ def test_export_from_checkpoint_path_records_source(tmp_path, exported):
 
 
 # ---- the WKV seam ----------------------------------------------------------------------------------------
-def test_scan_wkv_equals_ops_and_seam_restores():
+def test_chunk_loop_as_torch_scan_equals_python_loop_and_seam_restores():
+    """The exported graphs' WKV is the ops' chunked WKV with its chunk loop as ``torch.scan``: run eagerly in
+    that form it gives the Python loop's numbers, and both equal the per-token reference (-inf decays too)."""
+    from vrwkv_edge.export.wkv import WKV_IMPLS, wkv_for_export
     from vrwkv_edge.models import rwkv6, rwkv7
+    from vrwkv_edge.ops.chunk_scan import tracing_chunk_loop
     from vrwkv_edge.ops.wkv6 import wkv6_chunked, wkv6_ref
     from vrwkv_edge.ops.wkv7 import wkv7_chunked, wkv7_ref
-    from vrwkv_edge.export.wkv import wkv6_chunked_scan, wkv7_chunked_scan, wkv_for_export
 
     g = torch.Generator().manual_seed(12)
     B, T, H, N = 2, 37, 2, 8
@@ -356,20 +359,25 @@ def test_scan_wkv_equals_ops_and_seam_restores():
     w6[0, 5, 1, 3] = -float("inf")                                   # full forgetting is allowed in RWKV-6
     u = torch.randn(H, N, generator=g)
     s = torch.randn(B, H, N, N, generator=g)
-    y_ref, s_ref = wkv6_ref(r, k, v, w6, u, s)
-    y_scan, s_scan = wkv6_chunked_scan(r, k, v, w6, u, s)
-    assert torch.allclose(y_scan, wkv6_chunked(r, k, v, w6, u, s)[0], atol=1e-5)
-    assert torch.allclose(y_scan, y_ref, atol=1e-4) and torch.allclose(s_scan, s_ref, atol=1e-4)
     w7 = -0.6 * torch.rand(B, T, H, N, generator=g)
     kk = torch.nn.functional.normalize(torch.randn(B, T, H, N, generator=g), dim=-1)
     a, b = -kk, kk * torch.rand(B, T, H, N, generator=g)
-    y_ref, s_ref = wkv7_ref(r, w7, k, v, a, b, s)
-    y_scan, s_scan = wkv7_chunked_scan(r, w7, k, v, a, b, s)
-    assert torch.allclose(y_scan, wkv7_chunked(r, w7, k, v, a, b, s)[0], atol=1e-5)
-    assert torch.allclose(y_scan, y_ref, atol=1e-4) and torch.allclose(s_scan, s_ref, atol=1e-4)
-    with wkv_for_export("scan", tracing=False):
-        assert rwkv7.wkv7_chunked is wkv7_chunked_scan and rwkv6.wkv6_chunked is wkv6_chunked_scan
-    assert rwkv7.wkv7_chunked is wkv7_chunked and rwkv6.wkv6_chunked is wkv6_chunked
+    loop6, loop7 = wkv6_chunked(r, k, v, w6, u, s), wkv7_chunked(r, w7, k, v, a, b, s)
+    with wkv_for_export(tracing=True):
+        assert tracing_chunk_loop()
+        scan6, scan7 = wkv6_chunked(r, k, v, w6, u, s), wkv7_chunked(r, w7, k, v, a, b, s)
+    assert not tracing_chunk_loop()
+    for got, want, ref in ((scan6, loop6, wkv6_ref(r, k, v, w6, u, s)), (scan7, loop7, wkv7_ref(r, w7, k, v, a, b, s))):
+        for x, y, z in zip(got, want, ref):
+            assert torch.allclose(x, y, atol=1e-6) and torch.allclose(x, z, atol=1e-4)
+    # a replacement set is swapped in for the block only
+    WKV_IMPLS["test-swap"] = {"vrwkv_edge.models.rwkv7": {"wkv7_chunked": wkv7_ref}}
+    try:
+        with wkv_for_export("test-swap", tracing=False):
+            assert rwkv7.wkv7_chunked is wkv7_ref and rwkv6.wkv6_chunked is wkv6_chunked
+        assert rwkv7.wkv7_chunked is wkv7_chunked
+    finally:
+        del WKV_IMPLS["test-swap"]
     with pytest.raises(ValueError, match="unknown WKV"):
         with wkv_for_export("nope"):
             pass

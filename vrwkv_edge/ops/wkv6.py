@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .chunk_scan import chunk_scan, from_chunks, to_chunks
+
 DEFAULT_CHUNK = 16
 
 
@@ -48,47 +50,39 @@ def wkv6_ref(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, state: T
     return torch.stack(ys, 1), state
 
 
-def _pad_time(x: Tensor, pad: int) -> Tensor:
-    return x if pad == 0 else torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))
-
-
 def wkv6_chunked(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, state: Tensor,
                  chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
-    """Exact chunked-parallel WKV-6 (fp32 throughout). Same contract as :func:`wkv6_ref`."""
+    """Exact chunked-parallel WKV-6 (fp32 throughout). Same contract as :func:`wkv6_ref`.  The chunk-to-chunk
+    carry is :func:`~.chunk_scan.chunk_scan`, so this one function is also the exported prefill graph's WKV."""
     B, T, H, N = r.shape
     L = chunk_size
-    pad = (-T) % L
     # Padding tokens have k = 0 (add nothing) and w_log = 0 (decay 1): the final state is unchanged.
-    r, k, v, w_log = (_pad_time(t.float(), pad) for t in (r, k, v, w_log))
-    nc = (T + pad) // L
-    # [B, H, nc, L, N]
-    r, k, v, w_log = (t.view(B, nc, L, H, N).permute(0, 3, 1, 2, 4) for t in (r, k, v, w_log))
-    u = u.float().view(1, H, 1, 1, N)
+    r, k, v, w_log = (to_chunks(t, L) for t in (r, k, v, w_log))                           # [nc, B, H, L, N]
+    u = u.float().view(1, 1, H, 1, N)
 
     # Exclusive prefix sums g_t = sum_{m<t} w_m and exclusive suffix sums h_s = sum_{m>s} w_m, per chunk.
     zeros = torch.zeros_like(w_log[..., :1, :])
-    g = torch.cumsum(torch.cat([zeros, w_log[..., :-1, :]], -2), -2)                        # [B,H,nc,L,N]
+    g = torch.cumsum(torch.cat([zeros, w_log[..., :-1, :]], -2), -2)
     h = torch.flip(torch.cumsum(torch.flip(torch.cat([w_log[..., 1:, :], zeros], -2), [-2]), -2), [-2])
-    chunk_decay = g[..., -1, :] + w_log[..., -1, :]                                         # sum over the chunk
+    chunk_decay = g[..., -1:, :] + w_log[..., -1:, :]                                       # sum over the chunk
 
     # Pairwise G[t, s] = sum_{s<m<t} w_m, as a cumulative sum down t of w_m masked to m > s.
     idx = torch.arange(L, device=r.device)
-    after_s = (idx.view(L, 1) > idx.view(1, L)).view(L, L, 1)                               # [m, s, 1]
-    seg = torch.where(after_s, w_log.unsqueeze(-2), 0.0)                                    # [.., m, s, N]
-    seg = torch.cumsum(seg, -3)                                                            # sum_{s<m<=t}
-    # shift by one token: G[t, s] = seg[t-1, s]; only s < t is used.
+    after = (idx.view(L, 1) > idx.view(1, L)).view(L, L, 1)                                 # [m, s, 1]: m > s
+    seg = torch.cumsum(torch.where(after, w_log.unsqueeze(-2), 0.0), -3)                    # sum_{s<m<=t}
+    # shift by one token: G[t, s] = seg[t-1, s]; only s < t is used (the same mask, read as [t, s]).
     G = torch.cat([torch.zeros_like(seg[..., :1, :, :]), seg[..., :-1, :, :]], -3)
-    strictly_before = (idx.view(L, 1) > idx.view(1, L))                                     # [t, s]
-    decay_ts = torch.where(strictly_before.view(L, L, 1), torch.exp(G), 0.0)
-    scores = torch.einsum("bhctn,bhcsn,bhctsn->bhcts", r, k, decay_ts)                      # [B,H,nc,L,L]
-    bonus = (r * u * k).sum(-1, keepdim=True)                                              # [B,H,nc,L,1]
-    y_intra = scores @ v + bonus * v                                                        # [B,H,nc,L,N]
-
+    decay_ts = torch.where(after, torch.exp(G), 0.0)
+    scores = torch.einsum("cbhtn,cbhsn,cbhtsn->cbhts", r, k, decay_ts)                      # [nc,B,H,L,L]
+    bonus = (r * u * k).sum(-1, keepdim=True)
+    y_intra = scores @ v + bonus * v                                                        # [nc,B,H,L,N]
     r_in = r * torch.exp(g)                                                                 # reads S_0
-    k_out = k * torch.exp(h)                                                                # writes S_L
-    ys = []
-    for c in range(nc):
-        ys.append(y_intra[:, :, c] + r_in[:, :, c] @ state)
-        state = torch.exp(chunk_decay[:, :, c]).unsqueeze(-1) * state + k_out[:, :, c].transpose(-1, -2) @ v[:, :, c]
-    y = torch.stack(ys, 2).permute(0, 2, 3, 1, 4).reshape(B, nc * L, H, N)[:, :T]
-    return y, state
+    kv_out = (k * torch.exp(h)).transpose(-1, -2) @ v                                       # writes S_L
+    decay_col = torch.exp(chunk_decay).transpose(-1, -2)                                    # [nc,B,H,N,1]
+
+    def carry(S: Tensor, xs: tuple[Tensor, ...]):
+        y_c, r_c, d_c, kv_c = xs
+        return d_c * S + kv_c, y_c + r_c @ S
+
+    state, ys = chunk_scan(carry, state.float(), (y_intra, r_in, decay_col, kv_out))
+    return from_chunks(ys, T), state

@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .chunk_scan import chunk_scan, from_chunks, to_chunks
+
 DEFAULT_CHUNK = 16
 # The largest |w_log| a token may have for the factorised chunk form: x070's bound is exp(-0.5) = 0.6065.
 MAX_ABS_LOG_DECAY = 0.6065306597126334
@@ -73,31 +75,24 @@ def unit_lower_inverse(A: Tensor) -> Tensor:
 
 def wkv7_chunked(r: Tensor, w_log: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state: Tensor,
                  chunk_size: int = DEFAULT_CHUNK) -> tuple[Tensor, Tensor]:
-    """Exact chunked-parallel WKV-7 (fp32 throughout). Same contract as :func:`wkv7_ref`.
+    """Exact chunked-parallel WKV-7 (fp32 throughout). Same contract as :func:`wkv7_ref`.  The chunk-to-chunk
+    carry is :func:`~.chunk_scan.chunk_scan`, so this one function is also the exported prefill graph's WKV.
 
     Requires ``w_log >= -MAX_ABS_LOG_DECAY`` (true for every x070 model); ``chunk_size`` <= 32 keeps every
     factor below e^{20}."""
     B, T, H, N = r.shape
     L = chunk_size
-    pad = (-T) % L
-    nc = (T + pad) // L
-
-    def chunks(x: Tensor) -> Tensor:                         # [B, T, H, N] -> [B, H, nc, L, N]
-        x = x.float()
-        if pad:
-            x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))
-        return x.view(B, nc, L, H, N).permute(0, 3, 1, 2, 4)
-
     # Padding tokens have k = b = 0 and w_log = 0: they add nothing and keep the state.
-    r, w_log, k, v, a, b = (chunks(t) for t in (r, w_log, k, v, a, b))
+    r, w_log, k, v, a, b = (to_chunks(t, L) for t in (r, w_log, k, v, a, b))              # [nc, B, H, L, N]
     c = torch.cumsum(w_log, -2)                              # inclusive
     c_excl = c - w_log
-    c_last = c[..., -1:, :]                                  # [B, H, nc, 1, N]
+    c_last = c[..., -1:, :]                                  # [nc, B, H, 1, N]
     a_in = a * torch.exp(c_excl)                             # reads S_{t-1}
     r_in = r * torch.exp(c)                                  # reads S_t
     inv_decay = torch.exp(-c)
     b_src, k_src = b * inv_decay, k * inv_decay
-    b_out, k_out = b * torch.exp(c_last - c), k * torch.exp(c_last - c)
+    to_end = torch.exp(c_last - c)
+    b_out, k_out = b * to_end, k * to_end
 
     strict = torch.ones(L, L, dtype=torch.bool, device=r.device).tril(-1)
     incl = torch.ones(L, L, dtype=torch.bool, device=r.device).tril(0)
@@ -109,13 +104,16 @@ def wkv7_chunked(r: Tensor, w_log: Tensor, k: Tensor, v: Tensor, a: Tensor, b: T
     u_from_state = solve @ a_in                              # U = u_from_state @ S_0 + u_from_v
     u_from_v = solve @ (A_ak @ v)
     y_from_v = B_rk @ v
-    decay_last = torch.exp(c_last).transpose(-1, -2)         # [B, H, nc, N, 1]
+    decay_col = torch.exp(c_last).transpose(-1, -2)          # [nc, B, H, N, 1]
+    b_outT = b_out.transpose(-1, -2)
+    kv_out = k_out.transpose(-1, -2) @ v
 
-    ys = []
-    for i in range(nc):
-        U = u_from_state[:, :, i] @ state + u_from_v[:, :, i]
-        ys.append(r_in[:, :, i] @ state + B_rb[:, :, i] @ U + y_from_v[:, :, i])
-        state = (decay_last[:, :, i] * state + b_out[:, :, i].transpose(-1, -2) @ U
-                 + k_out[:, :, i].transpose(-1, -2) @ v[:, :, i])
-    y = torch.stack(ys, 2).permute(0, 2, 3, 1, 4).reshape(B, nc * L, H, N)[:, :T]
-    return y, state
+    def carry(S: Tensor, xs: tuple[Tensor, ...]):
+        us_c, uv_c, r_c, brb_c, yv_c, d_c, bT_c, kv_c = xs
+        U = us_c @ S + uv_c
+        y = r_c @ S + brb_c @ U + yv_c
+        return d_c * S + bT_c @ U + kv_c, y
+
+    state, ys = chunk_scan(carry, state.float(),
+                           (u_from_state, u_from_v, r_in, B_rb, y_from_v, decay_col, b_outT, kv_out))
+    return from_chunks(ys, T), state
