@@ -488,7 +488,7 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
             bar.set_postfix_str(f"build {kind}")
             if kind == "vision":
                 from .visual import export_vision_graph
-                proto, inits = export_vision_graph(visual_model, opset, visual), []
+                proto, inits = export_vision_graph(visual_model, opset, visual)
             elif kind == "image_prefill":
                 proto, inits = assemble_graph(prepared, kind, chunk_size=chunk_size, opset=opset,
                                               scan=ImageScan.of(visual_model))

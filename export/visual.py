@@ -104,14 +104,18 @@ def example_pixels(model: VisualRWKV, batch: int = 2) -> tuple[Tensor, ...]:
 
 
 def export_vision_graph(model: VisualRWKV, opset: int = DEFAULT_OPSET, visual: Optional[dict] = None):
-    """The ONNX ``vision`` graph of a VisualRWKV (``onnx.ModelProto``, weights inside), dynamic batch."""
+    """The ONNX ``vision`` graph of a VisualRWKV, dynamic batch: ``(onnx.ModelProto, initializers)``, the
+    weights apart (as :func:`~.graphs.assemble_graph` returns them), so that the artefact writer can put a
+    tower over 2 GiB (v7.00's three towers hold ~0.8B parameters) into external data."""
     check_opset(opset)
     visual = visual or visual_metadata(model)
     io = graph_io("vision", model.cfg, visual)
     proto = _trace(VisionGraph(model), example_pixels(model), [i["name"] for i in io["inputs"]],
                    [o["name"] for o in io["outputs"]], opset)
     _set_io_shapes(proto.graph, io)
-    return proto
+    inits = list(proto.graph.initializer)
+    del proto.graph.initializer[:]
+    return proto, inits
 
 
 # ---- Vision-RWKV classifier ---------------------------------------------------------------------------------
