@@ -9,7 +9,8 @@
 2. **Question latency with / without the cached image state**: a VisualRWKV v6 (that LM + a CLIP tower: ViT-L/14-336
    as released, or ViT-B/32-sized with ``--quick``) answering an image-first question (``User: <image>\\n{Q}``):
    uncached = tower + image prefill + question + decoding; cached = a second question about the same image,
-   whose (prefix, image) state comes from :class:`~vrwkv_edge.visual.ImageStateCache`.
+   whose (prefix, image) state comes from :class:`~vrwkv_edge.visual.ImageStateCache`.  The picture is
+   ``../shared/testdata/images/chelsea.png`` when it is there, else the synthetic photo of ``vrwkv-edge bench``.
 
     python benchmarks/bench_visual_scan.py [--quick] [--threads N (default 1)] [--reps N]
                                            [--out benchmarks/results/visual_scan.json]
@@ -27,6 +28,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vrwkv_edge.config import RWKVConfig  # noqa: E402
+from vrwkv_edge.config import preset  # noqa: E402
 from vrwkv_edge.generation import SamplingParams  # noqa: E402
 from vrwkv_edge.models import build_model  # noqa: E402
 from vrwkv_edge.visual import ImageStateCache, VisualConfig, build_random_visual_model, question_prompt  # noqa: E402
@@ -43,7 +45,7 @@ from vrwkv_edge.visual.runtime import answer  # noqa: E402
 from vrwkv_edge.visual.scan import ImageSpan, scan_prefill, training_style_forward  # noqa: E402
 from vrwkv_edge.visual.towers import CLIP_CONFIGS  # noqa: E402
 
-LM_0B1_X060 = RWKVConfig("x060", 12, 768, 64, 65536, int(768 * 3.5) // 32 * 32, {"mix": 32, "decay": 64})
+LM_0B1_X060 = preset("rwkv6-0.1b")              # also the LM of `vrwkv-edge bench`'s time-to-first-token suite
 IMAGE = ROOT.parent / "shared" / "testdata" / "images" / "chelsea.png"     # ../shared beside the repository
 
 
@@ -120,10 +122,15 @@ def bench_cache(quick: bool, reps: int, new_tokens: int) -> dict:
     questions = ["What is in the image?", "What color is the animal?", "Is it indoors or outdoors?",
                  "How many animals are there?", "Describe the picture."]
 
-    def items(q):
-        return question_prompt(tok, q, "v6", image_position="first").with_images([IMAGE])
+    image = IMAGE
+    if not image.is_file():                 # without ../shared: the package's deterministic synthetic photo
+        from vrwkv_edge.bench.vision import synthetic_photo
+        image = synthetic_photo(Path(tempfile.mkdtemp(prefix="bench-visual-scan-")) / "photo.jpg")
 
-    t_tower = interleaved({"tower": lambda: model.encode_images([IMAGE])}, {"tower": reps}, {"tower"})["tower"][0]
+    def items(q):
+        return question_prompt(tok, q, "v6", image_position="first").with_images([image])
+
+    t_tower = interleaved({"tower": lambda: model.encode_images([image])}, {"tower": reps}, {"tower"})["tower"][0]
     uncached, cached, prefill_uncached, prefill_cached = [], [], [], []
     answer(model, tok, items(questions[0]), params)                       # warm-up
     for r in range(reps):
@@ -138,6 +145,7 @@ def bench_cache(quick: bool, reps: int, new_tokens: int) -> dict:
         prefill_cached.append(b.timings["prefill_s"])
         assert cache.hits == 1, "the second question must hit the image-state cache"
     return {"tower": clip_name + (" (width of B/32, 336 px / patch 14 for 577 tokens)" if quick else ""),
+            "image": image.name,
             "tower_parameters": sum(p.numel() for p in model.vit.parameters()),
             "build_s": t_build, "image_tokens": model.tokens_per_image, "new_tokens": new_tokens,
             "tower_encode": summary(t_tower),

@@ -92,6 +92,8 @@ PRESETS: dict[str, RWKVConfig] = {
     "rwkv7-0.4b": RWKVConfig("x070", 24, 1024, 64, 65536, 4096, {"w": 64, "a": 64, "v": 32, "g": 128}),
     "rwkv7-1.5b": RWKVConfig("x070", 24, 2048, 64, 65536, 8192, {"w": 96, "a": 96, "v": 64, "g": 256}),
     "rwkv7-2.9b": RWKVConfig("x070", 32, 2560, 64, 65536, 10240, {"w": 96, "a": 96, "v": 64, "g": 320}),
+    # RWKV-6 at the 0.1B shape: the LM of the VisualRWKV v6 time-to-first-token benchmarks
+    "rwkv6-0.1b": RWKVConfig("x060", 12, 768, 64, 65536, _x060_ffn(768), {"mix": 32, "decay": 64}),
     "rwkv6-1.6b": RWKVConfig("x060", 24, 2048, 64, 65536, _x060_ffn(2048), {"mix": 32, "decay": 64}),
     "rwkv7-tiny": RWKVConfig("x070", 2, 128, 64, 1024, 512, {"w": 32, "a": 32, "v": 32, "g": 32}),
     "rwkv6-tiny": RWKVConfig("x060", 2, 128, 64, 1024, 448, {"mix": 32, "decay": 32}),

@@ -97,6 +97,30 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def reset_peak_rss() -> bool:
+    """Resets this process's VmHWM to its current resident size (Linux ``/proc/self/clear_refs``), so that a
+    later :func:`peak_rss_bytes` is the peak of what ran in between (e.g. one forward), not of the model build.
+    Returns False where the kernel does not allow it (then the peak is the whole process's)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def release_memory() -> None:
+    """Collects garbage and hands freed heap pages back to the OS (glibc ``malloc_trim``), so that a large
+    model freed by the benchmark parent no longer counts in its RSS while worker processes run."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):        # not glibc: freed memory is returned when the allocator decides
+        pass
+
+
 def write_json(path: Path | str, data: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,11 @@
-"""One decode measurement in a fresh process, so its resident and peak memory belong to that backend alone.
+"""One measurement in a fresh process, so its resident and peak memory belong to that backend alone.
 
     python -m vrwkv_edge.bench.worker '{"backend": "torch", "checkpoint": "m.pth", "state": "s.pt", "steps": 16}'
+    python -m vrwkv_edge.bench.worker '{"task": "export", "checkpoint": "m.pth", "out": "dir", "dtype": "fp32"}'
+    python -m vrwkv_edge.bench.worker '{"task": "vision", ...}'      # see vrwkv_edge.bench.vision.run_vision
+
+Tasks: ``decode`` (the default, below), ``export`` (an ONNX export of a checkpoint, so that its memory -- the
+loaded model plus the graph's copy of the weights -- is gone when it ends) and ``vision`` (tower latency, TTFT).
 
 Backends: ``torch`` (our PyTorch runtime, eager), ``torch-compile`` (``torch.compile`` of ``step``),
 ``rwkv-pkg`` (the official ``rwkv`` package, 'cpu fp32', fed the same state through ``State.to_official``),
@@ -133,5 +138,29 @@ def run(spec: dict) -> dict:
             "first_logits": first[:16].tolist(), "first_argmax": int(first.argmax())}
 
 
+def export(spec: dict) -> dict:
+    from vrwkv_edge.export import export_model
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    t0 = time.perf_counter()
+    out = export_model(spec["checkpoint"], spec["out"], dtype=spec.get("dtype", "fp32"),
+                       quantize=spec.get("quantize"), progress=False)
+    disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return {"task": "export", "export_s": time.perf_counter() - t0, "disk_mib": disk / MIB,
+            "rss_mib": rss_bytes() / MIB, "peak_rss_mib": peak_rss_bytes() / MIB}
+
+
+def main(spec: dict) -> dict:
+    task = spec.get("task", "decode")
+    if task == "decode":
+        return run(spec)
+    if task == "export":
+        return export(spec)
+    if task == "vision":
+        from .vision import run_vision
+        return run_vision(spec)
+    raise ValueError(f"unknown worker task {task!r}; choose decode, export or vision")
+
+
 if __name__ == "__main__":
-    print(json.dumps(run(json.loads(sys.argv[1]))))
+    print(json.dumps(main(json.loads(sys.argv[1]))))
