@@ -24,22 +24,17 @@ from vrwkv_edge.config import preset  # noqa: E402
 from vrwkv_edge.models import build_model  # noqa: E402
 from vrwkv_edge.state import State  # noqa: E402
 
+from conftest import TINY  # noqa: E402
 from vrwkv_edge.export import OrtModel, export_model, load_onnx_model, validate  # noqa: E402
 from vrwkv_edge.export.graphs import prepare_model  # noqa: E402
 
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "rwkv-cpp-tiny" / "derived"
+TESTDATA = TINY / "derived"
 CKPT = {"v6-trained": TESTDATA / "tiny-rwkv-6v0-1m-FP32.pth", "v7-trained": TESTDATA / "tiny-rwkv-7v0-834K-FP32.pth"}
 MODEL_NAMES = ["v7-random", "v6-random", "v7-trained", "v6-trained"]
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The PyTorch reference runs many tiny ops; one thread is faster and steadier on a shared 2-core box.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("quiet_torch")      # one thread, no autograd (conftest)
 
 
 def _make_model(name: str):

@@ -12,21 +12,17 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from conftest import TINY  # noqa: E402
 from vrwkv_edge.export import ArtefactError, export_model, load_onnx_model, read_metadata  # noqa: E402
 from vrwkv_edge.export import artefact as artefact_mod  # noqa: E402
 from vrwkv_edge.export.cli import add_export_cli, main  # noqa: E402
 from vrwkv_edge.export.artefact import verify_hashes  # noqa: E402
 
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "rwkv-cpp-tiny" / "derived"
+TESTDATA = TINY / "derived"
 CKPT = TESTDATA / "tiny-rwkv-6v0-1m-FP32.pth"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("quiet_torch")      # one thread, no autograd (conftest)
 
 
 @pytest.fixture(scope="module")
