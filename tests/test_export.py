@@ -8,7 +8,6 @@ The RWKV-6 random model uses the ``rwkv6-tiny`` preset instead (head size 64, as
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
