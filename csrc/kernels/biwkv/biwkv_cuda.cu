@@ -1,0 +1,54 @@
+// Vision-RWKV (v1) Bi-WKV forward on the GPU: the paper formula (distance |t-i|-1, no epsilon), exact for any
+// finite input through log-anchored sums (biwkv_math.h).  One thread per (batch, channel); two sequential scans:
+// the suffix sums go to the workspace, then the prefix scan combines them with the current token.
+#include "vrwkv/biwkv_math.h"
+#include "vrwkv/cuda_compat.h"
+#include "vrwkv/kernels.h"
+
+namespace vrwkv {
+namespace {
+
+constexpr int kBiWkvThreads = 128;
+
+template <class In>
+__global__ void __launch_bounds__(kBiWkvThreads) biwkv_forward_kernel(BiWkvParams p) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+    if (c >= p.C) return;
+    const float w = p.w[c], u = p.u[c];
+    const In* k = static_cast<const In*>(p.k) + b * p.stride_b + c;
+    const In* v = static_cast<const In*>(p.v) + b * p.stride_b + c;
+    const int64_t plane = int64_t(p.B) * p.T * p.C, row = int64_t(b) * p.T * p.C + c;
+    float *num = p.workspace + row, *den = num + plane, *mx = den + plane;
+    // Suffix: S_t = sum_{i>t} e^{k_i - (i-t-1) w} (v_i, 1);  S_{t-1} = e^{-w} S_t + e^{k_t} (v_t, 1).
+    LogSum acc;
+    for (int t = p.T - 1; t >= 0; --t) {
+        num[int64_t(t) * p.C] = acc.num;
+        den[int64_t(t) * p.C] = acc.den;
+        mx[int64_t(t) * p.C] = acc.m;
+        acc.m -= w;
+        acc.add(to_float(k[t * p.stride_t]), to_float(v[t * p.stride_t]));
+    }
+    acc = LogSum();  // prefix, the same recurrence forwards
+    for (int t = 0; t < p.T; ++t) {
+        const float kt = to_float(k[t * p.stride_t]), vt = to_float(v[t * p.stride_t]);
+        LogSum total = acc;
+        total.merge(LogSum{num[int64_t(t) * p.C], den[int64_t(t) * p.C], mx[int64_t(t) * p.C]});
+        total.add(u + kt, vt);
+        p.y[row + int64_t(t) * p.C] = total.num / total.den;
+        acc.m -= w;
+        acc.add(kt, vt);
+    }
+}
+
+}  // namespace
+
+void biwkv_forward_cuda(const BiWkvParams& p, void* stream) {
+    dispatch_dtype(p.dtype, [&](auto in) {
+        if (p.B * p.C == 0) return;
+        auto kernel = biwkv_forward_kernel<decltype(in)>;
+        VRWKV_LAUNCH(kernel, dim3((p.C + kBiWkvThreads - 1) / kBiWkvThreads, p.B), dim3(kBiWkvThreads), stream, p);
+        VRWKV_CUDA_CHECK_LAUNCH();
+    });
+}
+
+}  // namespace vrwkv

@@ -1,0 +1,97 @@
+// Helpers shared by the WKV-6 / WKV-7 CPU kernels.  Each (batch, head) is an independent work item; inside one, the
+// [N, N] key-major state is walked row by row (a row is contiguous over the value index j), so every inner loop
+// is a fixed-length loop over j that the compiler vectorises.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "vrwkv/dispatch.h"
+#include "vrwkv/kernels.h"
+
+#define VRWKV_SIMD _Pragma("omp simd")
+#define VRWKV_SIMD_SUM(acc) _Pragma("omp simd reduction(+ : acc)")
+
+namespace vrwkv {
+
+template <int N>
+inline float dot(const float* a, const float* b) {
+    float acc = 0.f;
+    VRWKV_SIMD_SUM(acc)
+    for (int j = 0; j < N; ++j) acc += a[j] * b[j];
+    return acc;
+}
+
+// x += c * y
+template <int N>
+inline void axpy(float* x, float c, const float* y) {
+    VRWKV_SIMD
+    for (int j = 0; j < N; ++j) x[j] += c * y[j];
+}
+
+// One token's [N] vector of a [B, T, H, N] input, converted to fp32.
+template <int N, class In, class P>
+inline void load_vec(float* dst, const void* src, const P& p, int b, int t, int h) {
+    const In* s = static_cast<const In*>(src) + b * p.stride_b + t * p.stride_t + h * p.stride_h;
+    VRWKV_SIMD
+    for (int j = 0; j < N; ++j) dst[j] = to_float(s[j]);
+}
+
+template <int N, class In, class P>
+inline void load_decay(float* dst, const P& p, int b, int t, int h) {
+    load_vec<N, In>(dst, p.w_log, p, b, t, h);
+    for (int j = 0; j < N; ++j) dst[j] = std::exp(dst[j]);   // fp32 exp; exp(-inf) = 0
+}
+
+inline float* out_ptr(float* base, const WkvCommonParams& p, int b, int t, int h) {
+    return base + ((int64_t(b) * p.T + t) * p.H + h) * p.N;
+}
+inline const float* out_ptr(const float* base, const WkvCommonParams& p, int b, int t, int h) {
+    return base + ((int64_t(b) * p.T + t) * p.H + h) * p.N;
+}
+
+// Copies head bh's [N, N] state, or zeros for a null source.
+template <int N>
+inline void load_state(float* dst, const float* src, int64_t bh) {
+    if (src) std::memcpy(dst, src + bh * N * N, sizeof(float) * N * N);
+    else std::fill(dst, dst + N * N, 0.f);
+}
+
+// Runs fn(b, h, N-constant, In-value) for every head, spread over threads.
+template <class P, class Fn>
+void for_each_head(const P& p, const ParallelFor& pf, const char* op, Fn fn) {
+    dispatch_head_size(p.N, op, [&](auto n) {
+        dispatch_dtype(p.dtype, [&](auto in) {
+            pf(int64_t(p.B) * p.H, [&](int64_t begin, int64_t end) {
+                for (int64_t bh = begin; bh < end; ++bh) fn(int(bh / p.H), int(bh % p.H), n, in);
+            });
+        });
+    });
+}
+
+// The backward passes' access to past states without storing all T of them: replay the forward keeping one state
+// every kChunk tokens, then, chunk by chunk from the end, recompute that chunk's states and call
+// reverse(t, S_{t-1}, S_t) for its tokens in reverse order.  step(t, S) advances S over token t in place.
+template <int N, class Step, class Reverse>
+void checkpointed_reverse(int T, const float* state0, Step step, Reverse reverse) {
+    const int n_ckpt = (T + kChunk - 1) / kChunk;
+    std::vector<float> ckpt(size_t(n_ckpt) * N * N), chunk(size_t(kChunk + 1) * N * N);
+    std::vector<float> S(state0, state0 + N * N);
+    for (int t = 0; t < T; ++t) {
+        if (t % kChunk == 0) std::copy(S.begin(), S.end(), ckpt.begin() + size_t(t / kChunk) * N * N);
+        step(t, S.data());
+    }
+    for (int c = n_ckpt - 1; c >= 0; --c) {
+        const int t0 = c * kChunk, len = std::min(kChunk, T - t0);
+        std::copy_n(ckpt.begin() + size_t(c) * N * N, N * N, chunk.begin());
+        for (int m = 0; m < len; ++m) {
+            std::copy_n(chunk.begin() + size_t(m) * N * N, N * N, chunk.begin() + size_t(m + 1) * N * N);
+            step(t0 + m, chunk.data() + size_t(m + 1) * N * N);
+        }
+        for (int m = len - 1; m >= 0; --m)
+            reverse(t0 + m, chunk.data() + size_t(m) * N * N, chunk.data() + size_t(m + 1) * N * N);
+    }
+}
+
+}  // namespace vrwkv

@@ -1,0 +1,140 @@
+"""Builds the native WKV kernels (``csrc/``) into a PyTorch extension library, on request only.
+
+``vrwkv-edge build-native`` (or ``python -m vrwkv_edge.native.build``) compiles ``csrc/torch/binding.cpp`` and the
+C++ CPU kernels with ninja through ``torch.utils.cpp_extension``, plus the CUDA kernels when this torch has CUDA.
+The library goes to ``$VRWKV_EDGE_NATIVE_DIR`` (default ``~/.cache/vrwkv_edge/native``) under a key that hashes the
+sources, the flags, the CPU's instruction-set flags (the build uses ``-march=native``), and the torch and Python
+versions, so a stale library is never loaded.  The build happens in a temporary folder that is renamed into place:
+a failed or concurrent build never leaves a half-written library where the loader looks.
+
+Nothing here runs at import of :mod:`vrwkv_edge.native`; that module only looks for :func:`library_path`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+EXT_NAME = "vrwkv_edge_native"
+CPU_SOURCES = ("torch/binding.cpp", "kernels/wkv6/wkv6_cpu.cpp", "kernels/wkv7/wkv7_cpu.cpp",
+               "kernels/biwkv/biwkv_cpu.cpp", "kernels/reference.cpp")
+CUDA_SOURCES = ("kernels/wkv6/wkv6_cuda.cu", "kernels/wkv7/wkv7_cuda.cu", "kernels/biwkv/biwkv_cuda.cu")
+CFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-DNDEBUG")
+# Jetson Orin (sm_87), L20/L40 (sm_89), H100/H200 (sm_90), plus PTX for newer GPUs.
+CUDA_ARCHS = ("87", "89", "90")
+NVCC_FLAGS = ("-O3", "--use_fast_math", "-std=c++17",
+              *(f"-gencode=arch=compute_{a},code=sm_{a}" for a in CUDA_ARCHS),
+              f"-gencode=arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}")
+
+
+def csrc_dir() -> Path:
+    """The C++/CUDA sources: ``csrc/`` beside the package in a source checkout (also for editable installs), or
+    ``vrwkv_edge/native/csrc`` where a wheel installs them (see the package's setup.py)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "csrc", here.parents[1] / "csrc"):
+        if (candidate / "include" / "vrwkv" / "params.h").is_file():
+            return candidate
+    raise FileNotFoundError(f"vrwkv_edge.native: the C++ sources (csrc/) were not found beside {here}")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("VRWKV_EDGE_NATIVE_DIR") or Path.home() / ".cache" / "vrwkv_edge" / "native")
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def want_cuda() -> bool:
+    import torch
+    from torch.utils import cpp_extension
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+
+
+def build_key(cuda: bool) -> str:
+    import torch
+    root = csrc_dir()
+    h = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".h", ".cuh", ".cpp", ".cu") and "tests" not in p.parts)
+    for p in files:
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    for part in (CFLAGS, NVCC_FLAGS if cuda else (), (_cpu_flags(), torch.__version__, sys.version, str(cuda))):
+        h.update(repr(part).encode())
+    return h.hexdigest()[:16]
+
+
+def library_path(cuda: Optional[bool] = None) -> Path:
+    cuda = want_cuda() if cuda is None else cuda
+    return cache_root() / build_key(cuda) / f"{EXT_NAME}.so"
+
+
+def build(force: bool = False, cuda: Optional[bool] = None, verbose: bool = False) -> Path:
+    """Builds the library if it is not already in the cache (or ``force``); returns its path."""
+    from torch.utils import cpp_extension
+    cuda = want_cuda() if cuda is None else cuda
+    target = library_path(cuda)
+    if target.is_file() and not force:
+        return target
+    root = csrc_dir()
+    sources = [str(root / s) for s in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]
+    cache_root().mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="build-", dir=cache_root()))
+    try:
+        # The builder behind cpp_extension.load, without load()'s side effect of loading the library into this
+        # process from the temporary folder (a second load from the final path would register the ops twice).
+        cpp_extension.verify_ninja_availability()
+        cpp_extension._write_ninja_file_and_build_library(
+            name=EXT_NAME, sources=sources, build_directory=str(tmp), verbose=verbose, with_cuda=cuda,
+            with_sycl=False, extra_include_paths=[str(root / "include"), str(root)],
+            extra_cflags=list(CFLAGS) + (["-DVRWKV_WITH_CUDA"] if cuda else []),
+            extra_cuda_cflags=list(NVCC_FLAGS) + ["-I" + str(root / "include"), "-I" + str(root)],
+            extra_sycl_cflags=[], extra_ldflags=[])
+        final = target.parent
+        if force and final.exists():
+            shutil.rmtree(final)
+        try:
+            os.rename(tmp, final)                 # atomic; fails if another build got there first (then use it)
+        except OSError:
+            if not target.is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="vrwkv-edge build-native",
+                                     description="Build the C++ (and, with a CUDA torch, CUDA) WKV kernels.")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a matching build is cached")
+    parser.add_argument("--no-cuda", action="store_true", help="build the CPU kernels only")
+    parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
+    parser.add_argument("--print-path", action="store_true", help="print where the library is (or would be) and exit")
+    args = parser.parse_args(argv)
+    cuda = False if args.no_cuda else None
+    if args.print_path:
+        print(library_path(cuda))
+        return 0
+    start = time.perf_counter()
+    path = build(force=args.force, cuda=cuda, verbose=args.verbose)
+    print(f"native WKV kernels: {path} ({time.perf_counter() - start:.1f} s; "
+          f"{'CPU + CUDA' if (want_cuda() and not args.no_cuda) else 'CPU only'}); "
+          f"select with model.set_wkv_impl('native')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

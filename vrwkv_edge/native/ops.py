@@ -1,0 +1,126 @@
+"""The native ops' Python side: fake (meta) kernels, autograd, and functions with the exact signatures of the
+pure-PyTorch ops (:mod:`vrwkv_edge.ops.wkv6`, :mod:`~vrwkv_edge.ops.wkv7`, :mod:`~vrwkv_edge.ops.biwkv`).
+
+Imported by :mod:`vrwkv_edge.native` after the built library is loaded (the ``torch.ops.vrwkv`` schemas come from
+it).  Ops: ``vrwkv::wkv6`` / ``vrwkv::wkv7`` (``[B, T, H, N]`` inputs of one dtype, fp32 state in, ``(y fp32,
+new state)`` out; T = 1 is the decode step) with autograd through ``vrwkv::wkv6_backward`` / ``wkv7_backward``
+(gradients of every input including the initial state), and ``vrwkv::bi_wkv`` (Vision-RWKV v1, forward only).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..ops.biwkv import bi_wkv as bi_wkv_torch
+
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+OPS = torch.ops.vrwkv
+
+
+def kernel_dtype(*ts: Tensor) -> torch.dtype:
+    """The dtype the kernels read: the inputs' own when they share one the kernels support, else float32 (e.g. the
+    models' fp32 log decay beside bf16 activations: the decay exponent must stay fp32)."""
+    d = ts[0].dtype
+    return d if d in KERNEL_DTYPES and all(t.dtype == d for t in ts) else torch.float32
+
+
+def _f32(t: Tensor) -> Tensor:
+    return t.new_empty(t.shape, dtype=torch.float32)
+
+
+@torch.library.register_fake("vrwkv::wkv6")
+def _wkv6_fake(r, k, v, w_log, u, state):
+    return _f32(r), _f32(state)
+
+
+@torch.library.register_fake("vrwkv::wkv7")
+def _wkv7_fake(r, w_log, k, v, a, b, state):
+    return _f32(r), _f32(state)
+
+
+@torch.library.register_fake("vrwkv::wkv6_backward")
+def _wkv6_backward_fake(r, k, v, w_log, u, state, dy, dstate):
+    return [_f32(x) for x in (r, k, v, w_log, u, state)]
+
+
+@torch.library.register_fake("vrwkv::wkv7_backward")
+def _wkv7_backward_fake(r, w_log, k, v, a, b, state, dy, dstate):
+    return [_f32(x) for x in (r, w_log, k, v, a, b, state)]
+
+
+@torch.library.register_fake("vrwkv::bi_wkv")
+def _bi_wkv_fake(w, u, k, v):
+    return _f32(k)
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(op):
+    def backward(ctx, dy: Optional[Tensor], dstate: Optional[Tensor]):
+        inputs = ctx.saved_tensors
+        y_like, state = inputs[0], inputs[-1]
+        dy = torch.zeros_like(y_like, dtype=torch.float32) if dy is None else dy
+        dstate = torch.zeros_like(state) if dstate is None else dstate
+        grads = op(*inputs, dy, dstate)
+        return tuple(g.to(x.dtype) for g, x in zip(grads, inputs))
+    return backward
+
+
+torch.library.register_autograd("vrwkv::wkv6", _backward(OPS.wkv6_backward), setup_context=_save_inputs)
+torch.library.register_autograd("vrwkv::wkv7", _backward(OPS.wkv7_backward), setup_context=_save_inputs)
+
+
+# ---- the WkvImpl entry points: the pure-PyTorch ops' signatures and results ---------------------------------------
+
+def wkv6_seq(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, state: Tensor,
+             chunk_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """Like :func:`vrwkv_edge.ops.wkv6.wkv6_chunked`; ``chunk_size`` is accepted and ignored (the kernels stage
+    tokens in chunks of their own)."""
+    dt = kernel_dtype(r, k, v, w_log, u)
+    return OPS.wkv6(r.to(dt), k.to(dt), v.to(dt), w_log.to(dt), u.to(dt), state.float())
+
+
+def wkv6_step(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    y, state = wkv6_seq(r.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), w_log.unsqueeze(1), u, state)
+    return y.squeeze(1), state
+
+
+def wkv7_seq(r: Tensor, w_log: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state: Tensor,
+             chunk_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
+    """Like :func:`vrwkv_edge.ops.wkv7.wkv7_chunked` (any log decay, no chunk-form bound); ``chunk_size`` is
+    accepted and ignored."""
+    dt = kernel_dtype(r, w_log, k, v, a, b)
+    return OPS.wkv7(*(x.to(dt) for x in (r, w_log, k, v, a, b)), state.float())
+
+
+def wkv7_step(r: Tensor, w_log: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor,
+              state: Tensor) -> tuple[Tensor, Tensor]:
+    y, state = wkv7_seq(*(x.unsqueeze(1) for x in (r, w_log, k, v, a, b)), state)
+    return y.squeeze(1), state
+
+
+def bi_wkv6(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, chunk_size: Optional[int] = None) -> Tensor:
+    """Like :func:`vrwkv_edge.ops.biwkv.bi_wkv6`: the native WKV-6 on the sequence and on its reverse (one call,
+    stacked on the batch, zero states, no bonus), plus the bonus once; differentiable through ``vrwkv::wkv6``."""
+    B, T, H, N = r.shape
+    dt = kernel_dtype(r, k, v, w_log, u)
+    both = [torch.cat([x, x.flip(1)]).to(dt) for x in (r, k, v, w_log)]
+    state0 = torch.zeros(2 * B, H, N, N, dtype=torch.float32, device=r.device)
+    y, _ = OPS.wkv6(*both, torch.zeros_like(u, dtype=dt), state0)
+    bonus = (r.float() * u.float() * k.float()).sum(-1, keepdim=True) * v.float()
+    return y[:B] + y[B:].flip(1) + bonus
+
+
+def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto",
+           chunk_size: Optional[int] = None) -> Tensor:
+    """Like :func:`vrwkv_edge.ops.biwkv.bi_wkv` (the paper formula, exact for any finite input).  The native kernel
+    is forward-only: when a gradient is needed, or for float64 inputs, this runs the PyTorch form instead."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (w, u, k, v))
+    if needs_grad or k.dtype == torch.float64:
+        return bi_wkv_torch(w, u, k, v, method=method, chunk_size=chunk_size)
+    dt = kernel_dtype(k, v)
+    return OPS.bi_wkv(w.float(), u.float(), k.to(dt), v.to(dt))
