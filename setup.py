@@ -16,12 +16,14 @@ from setuptools import find_packages, setup
 ROOT = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (ROOT / "vrwkv_edge" / "__init__.py").read_text()).group(1)
 
-packages = find_packages(include=["vrwkv_edge", "vrwkv_edge.*"])
+packages = find_packages(include=["vrwkv_edge", "vrwkv_edge.*"], exclude=["tests", "tests.*"])
 package_dir = {"vrwkv_edge": "vrwkv_edge"}
 for sub in ("export", "training"):
     package_dir[f"vrwkv_edge.{sub}"] = sub
     packages.append(f"vrwkv_edge.{sub}")
     packages += [f"vrwkv_edge.{sub}.{p}" for p in find_packages(where=sub)]
+
+PACKAGE_DATA = ["data/*.txt", "data/*.safetensors", "data/*.json", "data/LICENSE*"]
 
 EXTRAS = {
     "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
@@ -32,7 +34,8 @@ EXTRAS = {
     # transformers supplies the CLIP tower of VisualRWKV v6.
     "vision": ["transformers>=4.40"],
     "bench": ["matplotlib>=3.7", "psutil>=5.9"],
-    "test": ["pytest>=7", "rwkv==0.8.32", "safetensors>=0.4"],
+    # setuptools: tests/test_layout.py builds the wheel without build isolation.
+    "test": ["pytest>=7", "rwkv==0.8.32", "safetensors>=0.4", "setuptools>=70.1"],
 }
 
 setup(
@@ -45,7 +48,8 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    package_data={"vrwkv_edge": ["data/*.txt", "data/*.pth", "data/*.json", "data/LICENSE*"]},
+    # Every data file the package reads at run time; tests/test_packaging.py builds the wheel and checks them.
+    package_data={"vrwkv_edge": PACKAGE_DATA},
     include_package_data=True,
     install_requires=["torch>=2.4", "numpy>=1.24", "pillow>=10", "safetensors>=0.4", "tqdm>=4.60"],
     extras_require=EXTRAS,

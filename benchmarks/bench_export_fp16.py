@@ -24,10 +24,12 @@ from pathlib import Path
 
 import torch
 
-from bench_export_common import RESULTS, finish_info, header, machine_info, write_json
+from vrwkv_edge.bench.harness import finish_info, run_header, machine_info, write_json
 from vrwkv_edge.config import preset
 from vrwkv_edge.export import export_model, load_onnx_model
 from vrwkv_edge.models import build_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> int:
@@ -48,7 +50,7 @@ def main() -> int:
     threads = args.threads or torch.get_num_threads()
     out = args.out or RESULTS / ("export_fp16_quick.json" if args.quick else "export_fp16.json")
     torch.set_grad_enabled(False)
-    info = machine_info()
+    info = machine_info(bandwidth=False)
     model = build_model(preset(name)).init_random_(args.seed).eval()
     V = model.cfg.vocab_size
     print(f"{name}: {model.num_parameters():,} parameters; {B} x {S} fp16 decode steps; "
@@ -110,7 +112,7 @@ def main() -> int:
     window = 512
     per_window = [round(same[:, i:i + window].float().mean().item(), 5) for i in range(0, S + 1, window)]
     passed = not nonfinite_steps and agreement >= 0.99
-    result = {**header("bench_export_fp16"),
+    result = {**run_header("bench_export_fp16"),
               "model": {"preset": name, "parameters": model.num_parameters(),
                         "weights": f"seeded random ({args.seed})"},
               "export": {"dtype": "fp16", "provider": "CPUExecutionProvider", "threads": threads,

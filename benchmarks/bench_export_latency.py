@@ -24,11 +24,13 @@ from pathlib import Path
 
 import torch
 
-from bench_export_common import (RESULTS, finish_info, header, machine_info, markdown_table, stats_ms,
-                                 write_atomic, write_json)
+from vrwkv_edge.bench.harness import finish_info, machine_info, markdown_table, run_header, stats_ms, write_json
+from vrwkv_edge.fileio import atomic_write
 from vrwkv_edge.config import preset
 from vrwkv_edge.export import export_model, load_onnx_model
 from vrwkv_edge.models import build_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 VARIANTS = (("ort-fp32", "fp32", None), ("ort-fp16", "fp16", None), ("ort-int8", "fp32", "int8"))
 
@@ -74,7 +76,7 @@ def main() -> int:
     out = args.out or RESULTS / ("export_latency_quick.json" if args.quick else "export_latency.json")
     torch.set_grad_enabled(False)
 
-    info = machine_info()
+    info = machine_info(bandwidth=False)
     model = build_model(preset(name)).init_random_(0).eval()
     vocab = model.cfg.vocab_size
     print(f"{name}: {model.num_parameters():,} parameters; {info['cpu_count']} cores; {threads} threads; "
@@ -129,7 +131,7 @@ def main() -> int:
                ("p10_ms", "p10"), ("p90_ms", "p90"), ("tokens_per_s", "tokens/s"),
                ("decode_graph_MB", "weights MB"), ("export_s", "export s")]
     table = markdown_table(rows, columns)
-    result = {**header("bench_export_latency"), "model": {"preset": name, "parameters": model.num_parameters(),
+    result = {**run_header("bench_export_latency"), "model": {"preset": name, "parameters": model.num_parameters(),
                                                           "weights": "seeded random (init_random_(0))"},
               "batch": 1, "timed_tokens": {"ort": n_ort, "pytorch": n_torch}, "rows": rows,
               "environment": finish_info(info),
@@ -143,7 +145,8 @@ def main() -> int:
                         "activations, MatMulInteger)",
                         "the machine may be shared with other jobs: see the load averages"]}
     write_json(out, result)
-    write_atomic(out.with_suffix(".md"), f"# ONNX export: decode latency ({name}, batch 1)\n\n{table}\n")
+    with atomic_write(out.with_suffix(".md")) as tmp:
+        Path(tmp).write_text(f"# ONNX export: decode latency ({name}, batch 1)\n\n{table}\n", encoding="utf-8")
     print(table)
     print(f"wrote {out}", file=sys.stderr)
     return 0

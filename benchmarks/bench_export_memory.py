@@ -29,10 +29,12 @@ from pathlib import Path
 import psutil
 import torch
 
-from bench_export_common import (RESULTS, finish_info, header, machine_info, save_figure, write_json)
+from vrwkv_edge.bench.harness import finish_info, run_header, machine_info, save_figure, write_json
 from vrwkv_edge.config import RWKVConfig, preset
 from vrwkv_edge.export import export_model, load_onnx_model
 from vrwkv_edge.models import build_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 MID = RWKVConfig("x070", 12, 256, 64, 65536, 1024, {"w": 32, "a": 32, "v": 32, "g": 64})
 
@@ -61,7 +63,7 @@ def main() -> int:
         cfg = preset(name)
     else:
         name, cfg = "rwkv7-12x256 (vocab 65536)", MID
-    info = machine_info()
+    info = machine_info(bandwidth=False)
     proc = psutil.Process()
 
     work = Path(tempfile.mkdtemp(prefix="bench_export_memory-"))
@@ -135,7 +137,7 @@ def main() -> int:
                            "control (same graph, timed alongside) drifts <= 10% from the first to the last 10% "
                            "of the run; the absolute latency is reported too but follows the machine's load",
                "passed": passed}
-    result = {**header("bench_export_memory"),
+    result = {**run_header("bench_export_memory"),
               "model": {"name": name, "config": cfg.__dict__ | {"lora": dict(cfg.lora)}, "parameters": n_params,
                         "export": "fp32, decode.onnx, CPUExecutionProvider", "threads": threads},
               "tokens": n_tokens, "warmup_tokens": warmup, "sample_every": every, "summary": summary,

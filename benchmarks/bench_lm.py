@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from vrwkv_edge.bench import machine_info, markdown_table, time_fn, weight_bytes_per_token, write_json
-from vrwkv_edge.checkpoint import parse_dtype, save_checkpoint
+from vrwkv_edge.checkpoint import save_checkpoint
+from vrwkv_edge.dtypes import parse_dtype
 from vrwkv_edge.config import preset
 from vrwkv_edge.models import build_model
 

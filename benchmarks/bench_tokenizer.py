@@ -49,9 +49,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from vrwkv_edge.tokenizer import load_tokenizer  # noqa: E402
+from vrwkv_edge.fileio import write_json
+from vrwkv_edge.tokenizer import load_tokenizer
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "tokenizer.json"
 
@@ -465,21 +465,6 @@ def markdown(res: dict) -> str:
     return "\n".join(rows)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="0.2 MB corpus, 3 rounds, no JSON unless --out")
@@ -508,7 +493,7 @@ def main(argv=None) -> int:
     res = run(args)
     print(markdown(res))
     if args.out is not None:
-        _write_json(args.out, res)
+        write_json(args.out, res)
         print(f"\nwrote {args.out}")
     return 0
 

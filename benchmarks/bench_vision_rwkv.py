@@ -28,7 +28,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,9 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from vrwkv_edge.models.vision_rwkv import build_vision_rwkv, resize_pos_embed  # noqa: E402
-from vrwkv_edge.ops.biwkv import bi_wkv_kernel_ref, bi_wkv_ref  # noqa: E402
+from vrwkv_edge.bench.harness import save_figure, write_json
+from vrwkv_edge.vision_rwkv.backbone import build_vision_rwkv, resize_pos_embed
+from vrwkv_edge.ops.biwkv import bi_wkv_kernel_ref, bi_wkv_ref
 
 OUT_DIR = REPO / "benchmarks" / "results"
 MODELS = {  # name: (family, width, depth, heads)
@@ -160,17 +159,6 @@ def kernel_deviation() -> list[dict]:
     return rows
 
 
-def _replace_atomically(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -199,7 +187,7 @@ def plot(results: list[dict], path: Path) -> None:
         ax.legend()
     fig.suptitle(f"Vision-RWKV vs ViT (SDPA), batch 1, fp32, CPU, {torch.get_num_threads()} threads")
     fig.tight_layout()
-    _replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -247,7 +235,7 @@ def main() -> None:
             "command": "python benchmarks/bench_vision_rwkv.py" + (" --quick" if args.quick else "")}
     doc = {"meta": meta, "results": results, "biwkv_kernel_deviation": deviation}
     stem = "vision_rwkv_quick" if args.quick else "vision_rwkv"          # a quick run never overwrites a full one
-    _replace_atomically(args.out / f"{stem}.json", lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1) + "\n"))
+    write_json(args.out / f"{stem}.json", doc)
     plot(results, args.out / f"{stem}.png")
     print(f"wrote {args.out / stem}.json and {stem}.png in {meta['wall_s']} s")
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from vrwkv_edge.visual.sam import SAM_VIT_B_1024, SamImageEncoder, space_to_depth  # noqa: E402
-from vrwkv_edge.visual.vit import DINOV2_L14_REG4_448, SIGLIP_SO400M_14_448, TimmViT  # noqa: E402
+from vrwkv_edge.fileio import write_json
+from vrwkv_edge.visualrwkv.sam import SAM_VIT_B_1024, SamImageEncoder, space_to_depth
+from vrwkv_edge.visualrwkv.vit import DINOV2_L14_REG4_448, SIGLIP_SO400M_14_448, TimmViT
 
 STUB = {
     "torchvision/__init__.py": "from . import transforms, ops, datasets, utils, models\n",
@@ -139,10 +139,7 @@ def main(argv=None) -> int:
            "dinov2": vit_check(timm, "vit_large_patch14_reg4_dinov2", DINOV2_L14_REG4_448, args.full),
            "siglip": vit_check(timm, "vit_so400m_patch14_siglip_384", SIGLIP_SO400M_14_448, args.full),
            "sam": sam_check(args.sam_ref, args.full)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(res, indent=2))
-    os.replace(tmp, args.out)
+    write_json(args.out, res)
     print(json.dumps(res, indent=2))
     return 0
 

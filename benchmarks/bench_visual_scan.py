@@ -9,7 +9,7 @@
 2. **Question latency with / without the cached image state**: a VisualRWKV v6 (that LM + a CLIP tower: ViT-L/14-336
    as released, or ViT-B/32-sized with ``--quick``) answering an image-first question (``User: <image>\\n{Q}``):
    uncached = tower + image prefill + question + decoding; cached = a second question about the same image,
-   whose (prefix, image) state comes from :class:`~vrwkv_edge.visual.ImageStateCache`.  The picture is
+   whose (prefix, image) state comes from :class:`~vrwkv_edge.visualrwkv.ImageStateCache`.  The picture is
    ``../shared/testdata/images/chelsea.png`` when it is there, else the synthetic photo of ``vrwkv-edge bench``.
 
     python benchmarks/bench_visual_scan.py [--quick] [--threads N (default 1)] [--reps N]
@@ -35,15 +35,14 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from vrwkv_edge.config import preset  # noqa: E402
-from vrwkv_edge.generation import SamplingParams  # noqa: E402
-from vrwkv_edge.models import build_model  # noqa: E402
-from vrwkv_edge.visual import ImageStateCache, VisualConfig, build_random_visual_model, question_prompt  # noqa: E402
-from vrwkv_edge.visual.runtime import answer  # noqa: E402
-from vrwkv_edge.visual.scan import ImageSpan, scan_prefill, training_style_forward  # noqa: E402
-from vrwkv_edge.visual.towers import CLIP_CONFIGS  # noqa: E402
+from vrwkv_edge.config import preset
+from vrwkv_edge.generation import SamplingParams
+from vrwkv_edge.models import build_model
+from vrwkv_edge.visualrwkv import ImageStateCache, VisualConfig, build_random_visual_model, question_prompt
+from vrwkv_edge.visualrwkv.runtime import answer
+from vrwkv_edge.visualrwkv.scan import ImageSpan, scan_prefill, training_style_forward
+from vrwkv_edge.visualrwkv.towers import CLIP_CONFIGS
 
 LM_0B1_X060 = preset("rwkv6-0.1b")              # also the LM of `vrwkv-edge bench`'s time-to-first-token suite
 IMAGE = ROOT.parent / "shared" / "testdata" / "images" / "chelsea.png"     # ../shared beside the repository

@@ -15,8 +15,8 @@ os.environ["RWKV_V7_ON"] = "1" if version == "x070" else "0"
 os.environ["RWKV_CUDA_ON"] = "0"
 os.environ.setdefault("RWKV_JIT_ON", "1")
 
-import torch  # noqa: E402
-from rwkv.model import RWKV  # noqa: E402
+import torch
+from rwkv.model import RWKV
 
 torch.set_grad_enabled(False)
 model = RWKV(model=ckpt[:-4], strategy="cpu fp32")

@@ -19,24 +19,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+from vrwkv_edge.checkpoint import CheckpointError, read_state_dict
+from vrwkv_edge.cli_support import EXIT_ERROR, EXIT_FAILED, EXIT_OK, INPUT_ERRORS, run_command
+from vrwkv_edge.config import preset
+from vrwkv_edge.loading import load_model
+from vrwkv_edge.models import build_model
+from vrwkv_edge.vision_rwkv.loading import official_state_dict
+
+from .artefact import DEFAULT_PROMPT_TEMPLATE, export_model
+from .graphs import DEFAULT_CHUNK, DEFAULT_OPSET, SUPPORTED_OPSETS
+from .validation import validate
+from .visual import export_vision_rwkv
 
 
 def _load(spec: str):
     """A checkpoint path, or ``random:PRESET[:SEED]``."""
     if spec.startswith("random:"):
-        from vrwkv_edge.config import preset
-        from vrwkv_edge.models import build_model
-
         parts = spec.split(":")
         seed = int(parts[2]) if len(parts) > 2 else 0
         model = build_model(preset(parts[1])).init_random_(seed)
         model.source = spec
         return model
-    from vrwkv_edge.checkpoint import load_model
-
     return load_model(spec)
 
 
@@ -50,20 +56,13 @@ def _prompt_ids(text: Optional[str]):
 
 
 def _errors():
-    from vrwkv_edge.checkpoint import CheckpointError
-
-    from .artefact import ArtefactError
-
-    return (ArtefactError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+    return INPUT_ERRORS
 
 
 def _is_vision_rwkv(spec: str) -> bool:
     """True for an official Vision-RWKV classifier / backbone checkpoint (``backbone.*`` keys)."""
     if spec.startswith("random:"):
         return False
-    from vrwkv_edge.checkpoint import CheckpointError, read_state_dict
-    from vrwkv_edge.models.vision_rwkv import official_state_dict
-
     try:
         official_state_dict(read_state_dict(spec), spec)
     except CheckpointError:
@@ -74,14 +73,8 @@ def _is_vision_rwkv(spec: str) -> bool:
 def cmd_export(args: argparse.Namespace) -> int:
     """Handler of ``export``: writes the directory, then validates it when ``--validate`` is given.  A
     Vision-RWKV checkpoint is written as one ONNX file instead (``--out`` a file, or DIR/vision_rwkv.onnx)."""
-    from .artefact import export_model
-
     try:
         if _is_vision_rwkv(args.model):
-            from pathlib import Path
-
-            from .visual import export_vision_rwkv
-
             out = Path(args.out)
             out = out if out.suffix == ".onnx" else out / "vision_rwkv.onnx"
             export_vision_rwkv(args.model, out, image_size=args.image_size, output=args.vision_output,
@@ -112,8 +105,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _run_validate(directory: str, model, args) -> int:
-    from .validation import validate
-
     try:
         report = validate(directory, model, _prompt_ids(args.prompt_ids), n_tokens=args.n_tokens,
                           tolerance=args.tolerance, min_agreement=args.min_agreement,
@@ -138,9 +129,6 @@ def _validation_args(p: argparse.ArgumentParser) -> None:
 def add_export_cli(subparsers) -> None:
     """Registers the ``export`` and ``validate`` subcommands on an ``argparse`` subparsers object; each sets
     ``func`` to its handler (:func:`cmd_export`, :func:`cmd_validate`), which returns the exit code."""
-    from .artefact import DEFAULT_PROMPT_TEMPLATE
-    from .graphs import DEFAULT_CHUNK, DEFAULT_OPSET, SUPPORTED_OPSETS
-
     p = subparsers.add_parser("export", help="export a model to ONNX graphs + metadata (a deployable directory)",
                               description="Writes DIR with decode.onnx, prefill.onnx (+ *_embeds.onnx), "
                                           "metadata.json and the tokenizer vocabulary.")
@@ -174,8 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="vrwkv-edge", description="vrwkv_edge export tools")
     sub = parser.add_subparsers(dest="command", required=True)
     add_export_cli(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,27 +18,26 @@ in the flat order of :meth:`vrwkv_edge.state.State.flat` (layer by layer; ``wkv`
 Prefill uses the exact chunked WKV (chunk ``L``, 16 by default): inside the graph the sequence is zero-padded
 to a multiple of ``L`` (``Pad`` by ``(-seq) mod L``; padding tokens leave the state unchanged), the
 intra-chunk matrices are computed for all chunks at once, and the chunk-to-chunk state recurrence is one ONNX
-``Scan`` per layer over ``ceil(seq / L)`` chunks (see :mod:`vrwkv_edge.export.wkv`).  So one prefill graph
+``Scan`` per layer over ``ceil(seq / L)`` chunks (see :mod:`vrwkv_edge.ops.chunk_scan`).  So one prefill graph
 takes any ``seq >= 1``; its memory grows linearly with ``seq``, so the ORT backend feeds long prompts in
 blocks (``max_prefill_tokens``), which is exact because the state carries over.  Decode is the per-token step
 function, loop-free and static apart from ``batch``.
 
-How a graph is made.  :class:`DecodeGraph` / :class:`PrefillGraph` define each graph as a module around the
-model (``model.step`` / ``model.forward(last_only=True)``).  Tracing that whole module costs time proportional
-to the depth (torch.export runs every layer's ops symbolically: ~45 s per graph for 12 tiny layers here), so
-the default exporter traces a smaller explicit module instead, :class:`BlockGraph`: ONE block with its weights
+How a graph is made.  A graph computes ``model.step`` (decode) or ``model.forward(last_only=True)`` (prefill).
+Tracing the whole model costs time proportional to the depth (torch.export runs every layer's ops
+symbolically: ~45 s per graph for 12 tiny layers here), so the exporter traces a small explicit module
+instead, :class:`BlockGraph`: ONE block with its weights
 as graph inputs, running the model's own ``Block.run``.  One trace serves every layer of the same kind (one
 kind for RWKV-6; two for RWKV-7, whose layer 0 defines ``v_first``), per mode (step / chunked sequence) and
 precision, and is cached.  :func:`assemble_graph` then writes the graph: the embedding stem (``Gather`` +
 ``ln0``), the block template called once per layer as an ONNX local function with that layer's weights as
 initializers, and the head (last position, ``ln_out``, ``MatMul``); the ONNX inliner flattens the calls, so the
-file holds one plain graph of standard operators.  The result computes exactly what the module computes (the
-tests compare both with PyTorch); ``export_model(method="trace")`` traces the whole module instead.  Weights
+file holds one plain graph of standard operators.  The tests compare every assembled graph with the PyTorch model.  Weights
 that the traced block multiplies transposed are stored transposed, so every weight matmul is a plain
 ``MatMul(x, W)`` with an initializer (no runtime transposes; what ``quantize_dynamic`` quantizes).
 
-The WKV sits inside the block template and is the function :mod:`vrwkv_edge.export.wkv` swaps in while
-tracing; a fused custom-op WKV would replace that one function (see there) and nothing else.
+The WKV sits inside the block template and is the model's WKV implementation (:mod:`vrwkv_edge.ops.dispatch`):
+a fused custom-op WKV is another registered implementation, selected on the model, and nothing else changes.
 
 Precision (:func:`prepare_model`): ``fp32`` is the model as is.  ``fp16`` keeps the weights and every matmul
 in float16, but computes every LayerNorm and the per-head ``ln_x`` in float32, keeps the residual stream in
@@ -61,41 +60,21 @@ from torch import Tensor, nn
 from vrwkv_edge.models.base import RWKVModel
 from vrwkv_edge.state import STATE_FIELDS, State
 
-from .wkv import wkv_for_export
-
-DEFAULT_OPSET = 18
-# 17 (TensorRT 8.6, JetPack 6.0) is written by tracing at 18 and rewriting the few operators whose signature
-# changed (:mod:`.opset`); the exporter's own down-conversion fails on these graphs.
-SUPPORTED_OPSETS = (17, 18, 19, 20)
-
+from vrwkv_edge.ops.dispatch import WkvImpl
+from vrwkv_edge.runtime.artefact import (DEFAULT_CHUNK, DEFAULT_OPSET, LM_GRAPH_KINDS, SUPPORTED_OPSETS,
+                                         graph_io)
+from .opset import to_opset17
+from vrwkv_edge.visualrwkv.scan import ImageSpan, chunk_order
 
 def trace_opset(opset: int) -> int:
     """The opset the tracer writes for a requested one (torch exports opset 18 at least)."""
     return max(opset, 18)
-DEFAULT_CHUNK = 16
-LM_GRAPH_KINDS = ("decode", "decode_embeds", "prefill", "prefill_embeds")
-# VisualRWKV only: the tower (pixels -> projected embeddings) and one image through the LM with the per-layer
-# patch order of the model's scan mode (:mod:`vrwkv_edge.visual.scan`), both with a static token count.
-VISUAL_GRAPH_KINDS = ("image_prefill", "vision")
-GRAPH_KINDS = LM_GRAPH_KINDS + VISUAL_GRAPH_KINDS
-DTYPES = ("fp32", "fp16")
+
+
+EXPORT_DTYPES = ("fp32", "fp16")
 
 # Parameters that feed the decay (or are used in fp32 by the model anyway): kept fp32 in the fp16 graphs.
 FP32_PARAMS = {"x060": ("att.time_decay", "att.time_faaaa"), "x070": ("att.w0", "att.r_k")}
-
-
-def state_input_names(n_layer: int) -> list[str]:
-    return State.io_names(n_layer, "past_key_values")
-
-
-def state_output_names(n_layer: int) -> list[str]:
-    return State.io_names(n_layer, "present")
-
-
-def graph_input_name(kind: str) -> str:
-    if kind == "image_prefill":
-        return "image_embeds"
-    return "inputs_embeds" if kind.endswith("_embeds") else "input_ids"
 
 
 @dataclass(frozen=True)
@@ -109,7 +88,6 @@ class ImageScan:
 
     def layer_order(self, layer: int) -> Optional[list[int]]:
         """Token order layer ``layer`` sees (``order[j]`` = canonical index at position j); None = identity."""
-        from vrwkv_edge.visual.scan import ImageSpan, chunk_order
         order = chunk_order(self.mode, layer, self.tokens, [ImageSpan(0, self.grid_h, self.grid_w)])
         return None if order is None else order.tolist()
 
@@ -117,44 +95,6 @@ class ImageScan:
     def of(cls, visual_model) -> "ImageScan":
         lay = visual_model.image_layout
         return cls(lay.num_tokens, lay.grid_h, lay.grid_w, visual_model.vcfg.scan)
-
-
-def state_shapes(cfg) -> dict[str, list]:
-    """Per-field shape with the symbolic ``"batch"`` first dimension."""
-    return {"shift_att": ["batch", cfg.n_embd], "wkv": ["batch", cfg.n_head, cfg.head_size, cfg.head_size],
-            "shift_ffn": ["batch", cfg.n_embd]}
-
-
-def graph_io(kind: str, cfg, visual: Optional[dict] = None) -> dict:
-    """Names, element types and shapes of one graph's inputs and outputs (symbolic dims as strings).
-    ``visual`` (the metadata's ``visual`` section: ``tokens_per_image``, ``pixel_inputs``) is needed for the
-    VisualRWKV graphs."""
-    if kind not in GRAPH_KINDS:
-        raise ValueError(f"unknown graph kind {kind!r}; choose one of {GRAPH_KINDS}")
-    if kind in VISUAL_GRAPH_KINDS and not visual:
-        raise ValueError(f"graph {kind!r} belongs to a VisualRWKV export and needs its visual description")
-    image_embeds = {"name": "image_embeds", "dtype": "float32",
-                    "shape": ["batch", visual["tokens_per_image"], cfg.n_embd]} if visual else None
-    if kind == "vision":
-        return {"inputs": [{"name": p["name"], "dtype": "float32", "shape": ["batch", 3, p["size"], p["size"]]}
-                           for p in visual["pixel_inputs"]],
-                "outputs": [image_embeds]}
-    seq = kind.startswith("prefill")
-    first = graph_input_name(kind)
-    if kind == "image_prefill":
-        first_io = image_embeds
-    elif first == "input_ids":
-        first_io = {"name": first, "dtype": "int64", "shape": ["batch", "seq"] if seq else ["batch"]}
-    else:
-        first_io = {"name": first, "dtype": "float32",
-                    "shape": ["batch", "seq", cfg.n_embd] if seq else ["batch", cfg.n_embd]}
-    shapes = state_shapes(cfg)
-    st_in = [{"name": n, "dtype": "float32", "shape": shapes[n.rsplit(".", 1)[1]]}
-             for n in state_input_names(cfg.n_layer)]
-    st_out = [{"name": n, "dtype": "float32", "shape": shapes[n.rsplit(".", 1)[1]]}
-              for n in state_output_names(cfg.n_layer)]
-    return {"inputs": [first_io] + st_in,
-            "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", cfg.vocab_size]}] + st_out}
 
 
 # ---- precision --------------------------------------------------------------------------------------------
@@ -175,8 +115,8 @@ class Fp32LayerNorm(nn.Module):
 
 def prepare_model(model: RWKVModel, dtype: str = "fp32") -> RWKVModel:
     """A copy of ``model`` (eval mode, CPU) in the export precision ``dtype`` (see the module docstring)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown export dtype {dtype!r}; choose one of {DTYPES}")
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"unknown export dtype {dtype!r}; choose one of {EXPORT_DTYPES}")
     m = copy.deepcopy(model).cpu().eval().float()
     for p in m.parameters():
         p.requires_grad_(False)
@@ -206,95 +146,16 @@ def prepare_model(model: RWKVModel, dtype: str = "fp32") -> RWKVModel:
     return m
 
 
-# ---- the graph modules ------------------------------------------------------------------------------------
-class _StateGraph(nn.Module):
-    def __init__(self, model: RWKVModel, embeds: bool = False):
-        super().__init__()
-        self.model = model
-        self.embeds = embeds
-        self.n_layer = model.cfg.n_layer
-
-    def _state(self, flat: tuple[Tensor, ...]) -> State:
-        if len(flat) != 3 * self.n_layer:
-            raise ValueError(f"{type(self).__name__}: expected {3 * self.n_layer} state tensors, got {len(flat)}")
-        return State.from_flat(list(flat))
-
-    @staticmethod
-    def _outputs(logits: Tensor, state: State) -> tuple[Tensor, ...]:
-        return (logits.float(), *(t.float() for t in state.flat()))
-
-
-class DecodeGraph(_StateGraph):
-    """The decode graph: ``(input_ids [B] | inputs_embeds [B, C], *state) -> (logits [B, V], *new_state)``."""
-
-    def forward(self, x: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        st = self._state(state)
-        if self.embeds:
-            logits, new = self.model.step(None, st, inputs_embeds=x)
-        else:
-            logits, new = self.model.step(x, st)
-        return self._outputs(logits, new)
-
-
-class PrefillGraph(_StateGraph):
-    """The prefill graph: ``(input_ids [B, T] | inputs_embeds [B, T, C], *state) -> (last logits [B, V],
-    *new_state)`` with the exact chunked WKV; trace it inside :func:`~vrwkv_edge.export.wkv.wkv_for_export`."""
-
-    def __init__(self, model: RWKVModel, embeds: bool = False, chunk_size: int = DEFAULT_CHUNK):
-        super().__init__(model, embeds)
-        self.chunk_size = chunk_size
-
-    def forward(self, x: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        st = self._state(state)
-        if self.embeds:
-            logits, new = self.model.forward(None, st, inputs_embeds=x, last_only=True,
-                                             chunk_size=self.chunk_size)
-        else:
-            logits, new = self.model.forward(x, st, last_only=True, chunk_size=self.chunk_size)
-        return self._outputs(logits, new)
-
-
-class ImagePrefillGraph(_StateGraph):
-    """The image-prefill graph: ``(image_embeds [B, T_img, C], *state) -> (last logits [B, V], *new_state)``:
-    :func:`~vrwkv_edge.visual.scan.scan_prefill` of one image, layer by layer in each layer's patch order."""
-
-    def __init__(self, model: RWKVModel, scan: ImageScan, chunk_size: int = DEFAULT_CHUNK):
-        super().__init__(model, embeds=True)
-        self.scan = scan
-        self.chunk_size = chunk_size
-
-    def forward(self, x: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        from vrwkv_edge.visual.scan import ImageSpan, scan_prefill
-        s = self.scan
-        hidden, new = scan_prefill(self.model, x, self._state(state), [ImageSpan(0, s.grid_h, s.grid_w)], s.mode,
-                                   self.chunk_size)
-        return self._outputs(self.model.logits(hidden[:, -1]), new)
-
-
-def build_graph(model: RWKVModel, kind: str, chunk_size: int = DEFAULT_CHUNK,
-                scan: Optional[ImageScan] = None) -> _StateGraph:
-    """The full-graph module of ``kind`` (what the exported graph computes, for tests and ``method="trace"``)."""
-    if kind == "image_prefill":
-        if scan is None:
-            raise ValueError("the image_prefill graph needs the image scan (ImageScan)")
-        return ImagePrefillGraph(model, scan, chunk_size).eval()
-    if kind not in LM_GRAPH_KINDS:
-        raise ValueError(f"unknown LM graph kind {kind!r}; choose one of {LM_GRAPH_KINDS}")
-    embeds = kind.endswith("_embeds")
-    if kind.startswith("decode"):
-        return DecodeGraph(model, embeds).eval()
-    return PrefillGraph(model, embeds, chunk_size).eval()
-
-
 class _BlockCall(nn.Module):
-    def __init__(self, block: nn.Module, seq: bool, chunk_size: int):
+    def __init__(self, block: nn.Module, seq: bool, impl: WkvImpl, chunk_size: int):
         super().__init__()
         self.block = block
         self.seq = seq
+        self.impl = impl
         self.chunk_size = chunk_size
 
     def forward(self, x, shift_att, wkv, shift_ffn, v_first):
-        return self.block.run(x, (shift_att, wkv, shift_ffn), v_first, self.seq, self.chunk_size)
+        return self.block.run(x, (shift_att, wkv, shift_ffn), v_first, self.seq, self.impl, self.chunk_size)
 
 
 class BlockGraph(nn.Module):
@@ -306,13 +167,13 @@ class BlockGraph(nn.Module):
     serves every layer of the same kind: RWKV-6 has one kind, RWKV-7 two (layer 0 defines ``v_first``, the
     others take it).  The state tensors come in and go out as float32."""
 
-    def __init__(self, block: nn.Module, version: str, seq: bool, chunk_size: int = DEFAULT_CHUNK):
+    def __init__(self, block: nn.Module, version: str, seq: bool, impl: WkvImpl, chunk_size: int = DEFAULT_CHUNK):
         super().__init__()
         blk = copy.deepcopy(block)
         if hasattr(blk, "ln0"):
             del blk.ln0
         blk.layer_id = -1                                   # Block.run: no ln0 (TimeMix keeps its layer_id)
-        self.call = _BlockCall(blk, seq, chunk_size)
+        self.call = _BlockCall(blk, seq, impl, chunk_size)
         self.param_names = [n for n, _ in self.call.named_parameters()]
         first = version == "x070" and blk.att.layer_id == 0
         self.v_in = version == "x070" and not first
@@ -331,51 +192,14 @@ class BlockGraph(nn.Module):
         return out + ((v_first,) if self.v_out else ())
 
 
-def example_inputs(model: RWKVModel, kind: str, batch: int = 2, seq: int = 37) -> tuple[Tensor, ...]:
-    """Tracing inputs: batch 2 and seq 37 (three chunks of 16, the last one partial: neither the sequence nor
-    the chunk count is 1 and seq is no multiple of the chunk, so no size is specialised while tracing)."""
-    cfg = model.cfg
-    gen = torch.Generator().manual_seed(0)
-    prefill = kind.startswith("prefill")
-    if kind.endswith("_embeds"):
-        shape = (batch, seq, cfg.n_embd) if prefill else (batch, cfg.n_embd)
-        x = 0.1 * torch.randn(shape, generator=gen)
-    else:
-        x = torch.randint(0, cfg.vocab_size, (batch, seq) if prefill else (batch,), generator=gen)
-    st = State.zeros(cfg.n_layer, batch, cfg.n_embd, cfg.n_head, cfg.head_size, torch.float32)
-    return (x, *st.flat())
-
-
 def _dynamo_export(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
                    dynamic_shapes, opset: int):
-    with warnings.catch_warnings(), wkv_for_export(tracing=True), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         return torch.onnx.export(module, args, None, dynamo=True, opset_version=trace_opset(opset),
                                  input_names=input_names,
                                  output_names=output_names, dynamic_shapes=dynamic_shapes, optimize=True,
                                  verbose=False, report=False)
-
-
-def export_graph_traced(model: RWKVModel, kind: str, *, opset: int = DEFAULT_OPSET,
-                        chunk_size: int = DEFAULT_CHUNK):
-    """Traces the WHOLE graph module of ``kind`` in one go (``method="trace"``; slow for deep models: the
-    tracing cost grows with the layer count) and returns the ``onnx.ModelProto``."""
-    check_opset(opset)
-    cfg = model.cfg
-    io = graph_io(kind, cfg)
-    D = torch.export.Dim.DYNAMIC
-    first = {0: D, 1: D} if kind.startswith("prefill") else {0: D}
-    # forward(x, *state): torch.export sees two arguments, the second a tuple of 3L tensors
-    dynamic_shapes = (first, tuple({0: D} for _ in range(3 * cfg.n_layer)))
-    prog = _dynamo_export(build_graph(model, kind, chunk_size), example_inputs(model, kind),
-                          [i["name"] for i in io["inputs"]], [o["name"] for o in io["outputs"]], dynamic_shapes, opset)
-    proto = prog.model_proto
-    _strip_trace_info(proto.graph)
-    _set_io_shapes(proto.graph, io)
-    if opset == 17:
-        from .opset import to_opset17
-        to_opset17(proto, where=kind)
-    return proto
 
 
 def check_opset(opset: int) -> None:
@@ -419,7 +243,7 @@ def block_template(model: RWKVModel, layer: int, seq: bool, chunk_size: int = DE
     import onnx.inliner
 
     cfg = model.cfg
-    bg = BlockGraph(model.blocks[layer], cfg.version, seq, chunk_size).eval()
+    bg = BlockGraph(model.blocks[layer], cfg.version, seq, model.wkv, chunk_size).eval()
     B, T, C = 2, 37, cfg.n_embd
     gen = torch.Generator().manual_seed(0)
     xshape = (B, T, C) if seq else (B, C)
@@ -593,10 +417,11 @@ def assemble_graph(model: RWKVModel, kind: str, *, chunk_size: int = DEFAULT_CHU
     """Builds the ONNX graph ``kind`` of a :func:`prepared <prepare_model>` model: the traced block templates
     (one per layer kind) called once per layer with that layer's weights, between the embedding stem
     (``Gather`` + ``ln0``) and the head (``ln_out`` + ``MatMul``), then inlined into one flat graph of
-    standard operators.  Computes exactly what :func:`build_graph` ``(model, kind)`` computes.
+    standard operators.  Computes exactly what the model computes for ``kind`` (``step`` for decode,
+    ``forward(last_only=True)`` for prefill, :func:`~vrwkv_edge.visualrwkv.scan.scan_prefill` for one image).
     ``image_prefill`` (with ``scan``) adds, around each layer whose patch order is not the identity, a
     ``Gather`` of the hidden states (and of RWKV-7's ``v_first``) into that order and one back: the same
-    templates, the layer-by-layer image scan of :func:`~vrwkv_edge.visual.scan.scan_prefill`.
+    templates, the layer-by-layer image scan of :func:`~vrwkv_edge.visualrwkv.scan.scan_prefill`.
     Returns ``(onnx.ModelProto, initializers)``: the graph without weights and the list of weight
     ``TensorProto`` s (attached by the caller, so that graphs over 2 GiB never pass through protobuf)."""
     import onnx.inliner
@@ -709,6 +534,5 @@ def assemble_graph(model: RWKVModel, kind: str, *, chunk_size: int = DEFAULT_CHU
     model_proto.opset_import.extend(keep)
     model_proto.ir_version = 10
     if opset == 17:
-        from .opset import to_opset17
         to_opset17(model_proto, inits, where=kind)
     return model_proto, inits

@@ -17,14 +17,17 @@ Default pass criteria per export precision (override with ``tolerance`` / ``min_
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 
-PathLike = Union[str, os.PathLike]
+from vrwkv_edge.fileio import PathLike
+from vrwkv_edge.models.base import RWKVModel
+from vrwkv_edge.visualrwkv.model import VisualRWKV
+from vrwkv_edge.loading import load_model
+from vrwkv_edge.runtime.ort import load_onnx_model
+import numpy as np
 DEFAULT_CRITERIA = {"fp32": (1e-4, 1.0), "fp16": (0.1, 0.99), "int8": (1.0, 0.90)}
 DEFAULT_PROMPT_LEN = 24
 
@@ -66,12 +69,9 @@ def default_prompt(vocab_size: int, n: int = DEFAULT_PROMPT_LEN, seed: int = 0) 
 
 
 def _load_reference(ckpt_or_model):
-    from vrwkv_edge.models.base import RWKVModel
-    from vrwkv_edge.visual.model import VisualRWKV
 
     if isinstance(ckpt_or_model, (RWKVModel, VisualRWKV)):
         return ckpt_or_model.float().eval()
-    from vrwkv_edge.checkpoint import load_model
 
     return load_model(ckpt_or_model, dtype=torch.float32)
 
@@ -82,7 +82,6 @@ def validate(directory: PathLike, ckpt_or_model, prompt_ids: Optional[Sequence[i
     """Runs ``prompt_ids`` (default: a fixed pseudo-random prompt) and ``n_tokens`` greedy decode steps through
     the PyTorch model (a model or a checkpoint path) and the export in ``directory``; returns a
     :class:`ValidationReport` (and prints its summary when ``verbose``)."""
-    from .ort_backend import load_onnx_model
 
     ref = _load_reference(ckpt_or_model)
     ort = ort_model if ort_model is not None else load_onnx_model(directory, providers=providers, spinning=False)
@@ -109,7 +108,6 @@ def validate(directory: PathLike, ckpt_or_model, prompt_ids: Optional[Sequence[i
 
     with torch.no_grad():
         if with_image:
-            import numpy as np
             half = prompt.shape[1] // 2
             image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
             items = [prompt[0, :half].tolist(), image, prompt[0, half:].tolist()]

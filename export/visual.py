@@ -25,16 +25,19 @@ import tempfile
 import warnings
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from vrwkv_edge.visual.model import VisualRWKV, project, tower_features
+from vrwkv_edge.visualrwkv.model import VisualRWKV, project, tower_features
 
 from .graphs import DEFAULT_OPSET, _set_io_shapes, _strip_trace_info, check_opset, graph_io, trace_opset
 
-PathLike = Union[str, os.PathLike]
+from vrwkv_edge.fileio import PathLike
+from .opset import to_opset17
+from vrwkv_edge.vision_rwkv import VisionRWKV, load_vision_rwkv
+from vrwkv_edge.vision_rwkv.image import IMAGENET_MEAN_255, IMAGENET_STD_255, RESIZE_RATIO
 PIXEL_INPUT = "pixel_values"
 
 
@@ -93,7 +96,6 @@ def _trace(module: nn.Module, args: tuple, input_names: list, output_names: list
     if got != trace_opset(opset):
         raise RuntimeError(f"the traced vision graph has opset {got}, {trace_opset(opset)} was requested")
     if opset == 17:
-        from .opset import to_opset17
         to_opset17(proto, where="vision")
     return proto
 
@@ -133,15 +135,13 @@ class _VRWKVGraph(nn.Module):
 
 def export_vision_rwkv(model_or_ckpt, out_path: PathLike, *, image_size: Optional[int] = None,
                        output: str = "logits", opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
-    """Writes a Vision-RWKV model (a :class:`~vrwkv_edge.vision.VisionRWKV` or an official checkpoint path) as
+    """Writes a Vision-RWKV model (a :class:`~vrwkv_edge.vision_rwkv.VisionRWKV` or an official checkpoint path) as
     one ONNX file: ``pixel_values [batch, 3, S, S]`` -> ``logits [batch, classes]`` (``output="logits"``) or
     ``tokens [batch, T, C]`` (``output="tokens"``, the backbone after its final norm).  ``S`` = ``image_size``
     (default: the model's test size); the batch is dynamic.  The Bi-WKV is exported in its exact scan form.
     The file is written to a temporary name and renamed (never half-written); metadata in ``metadata_props``."""
     import onnx
 
-    from vrwkv_edge.vision import VisionRWKV, load_vision_rwkv
-    from vrwkv_edge.vision.image import IMAGENET_MEAN, IMAGENET_STD, RESIZE_RATIO
 
     check_opset(opset)
     if output not in ("logits", "tokens"):
@@ -159,8 +159,8 @@ def export_vision_rwkv(model_or_ckpt, out_path: PathLike, *, image_size: Optiona
                    [PIXEL_INPUT], [output], opset)
     meta = {"format": "vrwkv_edge.vision_rwkv.onnx", "config": asdict(model.config), "image_size": size,
             "output": output, "preprocess": {"resize_short_side": int(round(size * RESIZE_RATIO)),
-                                             "center_crop": size, "mean": list(IMAGENET_MEAN),
-                                             "std": list(IMAGENET_STD), "scale": "0..255 pixel values"}}
+                                             "center_crop": size, "mean": list(IMAGENET_MEAN_255),
+                                             "std": list(IMAGENET_STD_255), "scale": "0..255 pixel values"}}
     proto.metadata_props.add(key="vrwkv_edge.metadata", value=json.dumps(meta, sort_keys=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)

@@ -1,16 +1,24 @@
 """Shared test fixtures.  Test data lives in ../shared/testdata beside the repository root (CI has it)."""
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-TESTDATA = REPO.parent / "shared" / "testdata"
-TINY = TESTDATA / "rwkv-cpp-tiny"
-TINY_MODELS = {  # checkpoint -> expected logits after tokens 34, 105, 110 (rwkv.cpp fixtures)
-    "x060": (TINY / "derived" / "tiny-rwkv-6v0-1m-FP32.pth", TINY / "expected-logits-6v0-1m.bin"),
-    "x070": (TINY / "derived" / "tiny-rwkv-7v0-834K-FP32.pth", TINY / "expected-logits-7v0-834K.bin"),
-}
+from tests.helpers import EXTRA_MODULES, TESTDATA, missing_extra
+
+# CI installs every extra: there a missing one is an error, never a silent skip.
+REQUIRE_EXTRAS = os.environ.get("VRWKV_EDGE_REQUIRE_EXTRAS") == "1"
+
+
+def pytest_runtest_setup(item):
+    for extra in EXTRA_MODULES:
+        if item.get_closest_marker(extra) is not None:
+            reason = missing_extra(extra)
+            if reason and REQUIRE_EXTRAS:
+                pytest.fail(f"{reason} (VRWKV_EDGE_REQUIRE_EXTRAS=1)", pytrace=False)
+            if reason:
+                pytest.skip(reason)
 
 
 def pytest_configure(config):

@@ -5,8 +5,8 @@ import torch
 from vrwkv_edge import load_model
 from vrwkv_edge.checkpoint import CheckpointError, read_state_dict, save_checkpoint
 
-from conftest import TINY_MODELS
-from utils import random_model
+from tests.helpers import TINY_MODELS
+from tests.helpers import random_model
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 from vrwkv_edge.checkpoint import save_checkpoint
 from vrwkv_edge.cli import main
 
-from conftest import TINY_MODELS
-from utils import random_model
+from tests.helpers import TINY_MODELS
+from tests.helpers import random_model
 
 
 def test_demo_runs_from_a_fresh_process():
@@ -56,3 +56,25 @@ def test_bad_input_gives_a_clear_error(argv, message, capsys):
 def test_bad_sampling_argument(capsys, testdata):
     assert main(["generate", "--model", str(TINY_MODELS["x070"][0]), "--prompt", "x", "--top-p", "2"]) == 2
     assert "top_p" in capsys.readouterr().err
+
+
+def test_info_takes_model_as_every_command_does(capsys, testdata):
+    assert main(["info", "--model", str(TINY_MODELS["x060"][0]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "x060"
+
+
+@pytest.mark.parametrize("argv", [
+    ["info", "--model", "MISSING.pth"],
+    ["generate", "--model", "MISSING.pth", "--prompt", "x"],
+    ["chat", "--model", "MISSING.pth", "--prompt", "x"],
+    ["eval", "--model", "MISSING.pth", "--question-file", "MISSING.jsonl", "--answers-file", "OUT.jsonl"],
+    ["classify", "--model", "MISSING.pth", "--image", "MISSING.png"],
+    ["assemble", "--lm", "MISSING.pth", "--tower", "MISSING_TOWER.pth", "--out", "OUT.pth"],
+    ["export", "--model", "MISSING.pth", "--out", "OUT_DIR"],
+    ["validate", "MISSING_DIR", "--model", "MISSING.pth"],
+])
+def test_every_command_reports_bad_input_as_one_error_line_and_exit_2(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "MISSING" in err and "Traceback" not in err

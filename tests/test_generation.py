@@ -4,7 +4,7 @@ import torch
 
 from vrwkv_edge.generation import Sampler, SamplingParams, TextStreamer, generate, generate_stream
 
-from utils import random_model
+from tests.helpers import random_model
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from vrwkv_edge import tokenizer as tokmod
 from vrwkv_edge.tokenizer import DOUBLE_NEWLINE, END_OF_TEXT, WorldTokenizer, load_tokenizer
 
-TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
+from tests.helpers import TESTDATA, require_extra  # noqa: E402
 VECTORS_PATH = TESTDATA / "world-tokenizer" / "world_tokenizer_vectors.json"
 
 
@@ -45,7 +45,8 @@ def tok() -> WorldTokenizer:
 
 @pytest.fixture(scope="module")
 def ref():
-    mod = pytest.importorskip("rwkv.rwkv_tokenizer")
+    require_extra("reference")
+    import rwkv.rwkv_tokenizer as mod
     import rwkv
 
     # Its trie is ~116k objects holding 256-slot lists: every full collection would walk all of them (~0.5 s),
@@ -291,7 +292,7 @@ def test_load_tokenizer_is_cached(tok):
 
 
 def test_decode_accepts_sequences_and_arrays(tok):
-    np = pytest.importorskip("numpy")
+    import numpy as np
     ids = tok.encode("Hello, 世界")
     assert tok.decode(tuple(ids)) == "Hello, 世界"
     assert tok.decode(iter(ids)) == "Hello, 世界"
@@ -389,7 +390,8 @@ def test_vocab_not_utf8(tmp_path):
 
 
 def test_custom_vocab_matches_reference(tmp_path):
-    mod = pytest.importorskip("rwkv.rwkv_tokenizer")
+    require_extra("reference")
+    import rwkv.rwkv_tokenizer as mod
     # Not prefix-closed on purpose: "abcd" without "abc", long token behind short ones, bytes literals.
     extra = [
         "257 'ab' 2",

@@ -8,21 +8,18 @@ Public API::
     logits, state = model.forward(ids, state)          # ids LongTensor [B, T] -> logits [B, T, V] float32
     logits, state = model.step(ids[:, 0], state)       # [B] -> [B, V]
     tok = load_tokenizer()                             # RWKV World tokenizer
+
+Rooms, ground floor first: :mod:`.fileio`, :mod:`.checkpoint`, :mod:`.config`, :mod:`.dtypes`, :mod:`.state`,
+:mod:`.tokenizer`; :mod:`.ops` (WKV references, chunked forms, :mod:`.ops.dispatch`); :mod:`.models` (RWKV-6/7);
+:mod:`.vision_rwkv`; :mod:`.visualrwkv`; :mod:`.loading` (``load_model``); :mod:`.protocol`; :mod:`.generation`;
+:mod:`.runtime` (backends that read export artefacts); ``vrwkv_edge.export`` (writes them); :mod:`.bench`;
+:mod:`.cli`.
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = ["State", "__version__", "load_model", "load_tokenizer"]
+from .loading import load_model
+from .protocol import LanguageModel, VisionLanguageModel
+from .state import State
+from .tokenizer import load_tokenizer
 
-
-def __getattr__(name):
-    # Lazy so that ``import vrwkv_edge`` stays cheap and optional parts never load unless used.
-    if name == "load_model":
-        from .checkpoint import load_model
-        return load_model
-    if name == "State":
-        from .state import State
-        return State
-    if name == "load_tokenizer":
-        from .tokenizer import load_tokenizer
-        return load_tokenizer
-    raise AttributeError(f"module 'vrwkv_edge' has no attribute {name!r}")
+__all__ = ["LanguageModel", "State", "VisionLanguageModel", "__version__", "load_model", "load_tokenizer"]

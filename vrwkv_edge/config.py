@@ -87,7 +87,7 @@ def _x060_ffn(n_embd: int) -> int:
 
 
 # Named shapes for random-weight benchmarks and tests (sizes of the released models).
-PRESETS: dict[str, RWKVConfig] = {
+LM_PRESETS: dict[str, RWKVConfig] = {
     "rwkv7-0.1b": RWKVConfig("x070", 12, 768, 64, 65536, 3072, {"w": 64, "a": 64, "v": 32, "g": 128}),
     "rwkv7-0.4b": RWKVConfig("x070", 24, 1024, 64, 65536, 4096, {"w": 64, "a": 64, "v": 32, "g": 128}),
     "rwkv7-1.5b": RWKVConfig("x070", 24, 2048, 64, 65536, 8192, {"w": 96, "a": 96, "v": 64, "g": 256}),
@@ -102,6 +102,6 @@ PRESETS: dict[str, RWKVConfig] = {
 
 def preset(name: str) -> RWKVConfig:
     try:
-        return RWKVConfig.from_dict(asdict(PRESETS[name]))
+        return RWKVConfig.from_dict(asdict(LM_PRESETS[name]))
     except KeyError:
-        raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise KeyError(f"unknown preset {name!r}; choose one of {sorted(LM_PRESETS)}") from None

@@ -110,7 +110,7 @@ class GenerationResult:
 
 
 @torch.no_grad()
-def prefill(model, ids: Tensor, state=None) -> tuple[Tensor, object]:
+def prefill_ids(model, ids: Tensor, state=None) -> tuple[Tensor, object]:
     """Runs a prompt [B, T] (T >= 1) and returns (last logits [B, V], state)."""
     if ids.dim() == 1:
         ids = ids[None]
@@ -129,7 +129,7 @@ def generate_stream(model, prompt_ids: Optional[Sequence[int] | Tensor] = None, 
     params = params or SamplingParams()
     if prompt_ids is not None and len(prompt_ids) > 0:
         ids = torch.as_tensor(prompt_ids, dtype=torch.long)
-        logits, state = prefill(model, ids, state)
+        logits, state = prefill_ids(model, ids, state)
     elif state is not None and prefix_logits is not None:
         logits = prefix_logits
     else:

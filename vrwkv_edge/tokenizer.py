@@ -61,7 +61,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable
 
 __all__ = [
     "WorldTokenizer",
@@ -88,7 +88,7 @@ MAX_TOKEN_ID = (1 << 24) - 1
 
 _MODEL_ROWS_MULTIPLE = 64  # RWKV pads its embedding to a multiple of 64 rows: 65530 ids -> 65536 rows.
 
-PathLike = Union[str, "os.PathLike[str]"]
+from .fileio import PathLike
 
 # <id> <literal> <byte length>; the literal is everything between the first and the last space.
 _LINE_RE = re.compile(r"([0-9]+) (.+) ([0-9]+)", re.ASCII | re.DOTALL)

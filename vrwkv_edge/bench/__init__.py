@@ -3,11 +3,8 @@
 plots (``plots``)."""
 from .harness import (Timing, machine_info, markdown_table, measure_bandwidth_gbs, peak_rss_bytes, release_memory,
                       reset_peak_rss, rss_bytes, time_fn, weight_bytes_per_token, write_json)
+from .suites import add_bench_cli
 
 __all__ = ["Timing", "add_bench_cli", "machine_info", "markdown_table", "measure_bandwidth_gbs", "peak_rss_bytes",
            "release_memory", "reset_peak_rss", "rss_bytes", "time_fn", "weight_bytes_per_token", "write_json"]
 
-
-def add_bench_cli(subparsers) -> None:
-    from .suites import add_bench_cli as add
-    add(subparsers)

@@ -1,6 +1,6 @@
 """The benchmark harness shared by ``vrwkv-edge bench`` and the scripts in ``benchmarks/``.
 
-* seeded random weights of named shapes (``vrwkv_edge.config.PRESETS``);
+* seeded random weights of named shapes (``vrwkv_edge.config.LM_PRESETS``);
 * timing with warm-up and repeats, reported as median and spread (min, max) -- never a single run;
 * machine information, including a memory bandwidth the harness measures itself (a large tensor copy), so
   results can be put against the speed of light (bytes of weights read per token / bandwidth);
@@ -8,17 +8,23 @@
 """
 from __future__ import annotations
 
-import json
+import datetime as _dt
 import os
 import platform
 import statistics
-import tempfile
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
+
+from .. import __version__
+from ..fileio import atomic_write, write_json  # noqa: F401  (write_json: part of the harness API)
+import resource
+import ctypes
+import gc
 
 
 @dataclass
@@ -54,7 +60,8 @@ def measure_bandwidth_gbs(size_mb: int = 256, repeats: int = 5) -> float:
 
 
 def machine_info(bandwidth: bool = True) -> dict:
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    info = {"vrwkv_edge": __version__,
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "python": platform.python_version()}
     try:
@@ -66,6 +73,8 @@ def machine_info(bandwidth: bool = True) -> dict:
             info["mem_total_gib"] = round(int(f.readline().split()[1]) / 2 ** 20, 1)
     except OSError:
         pass
+    if "onnxruntime" in sys.modules:                  # only when the benchmark uses it
+        info["onnxruntime"] = sys.modules["onnxruntime"].__version__
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     if bandwidth:
@@ -93,7 +102,6 @@ def peak_rss_bytes() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -112,8 +120,6 @@ def reset_peak_rss() -> bool:
 def release_memory() -> None:
     """Collects garbage and hands freed heap pages back to the OS (glibc ``malloc_trim``), so that a large
     model freed by the benchmark parent no longer counts in its RSS while worker processes run."""
-    import ctypes
-    import gc
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -121,26 +127,40 @@ def release_memory() -> None:
         pass
 
 
-def write_json(path: Path | str, data: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def run_header(name: str) -> dict:
+    """What a committed result records about its run: the benchmark, the exact command, the date, and the load
+    average at the start (a busy machine explains slow numbers; :func:`finish_info` adds the one at the end)."""
+    return {"benchmark": name, "command": " ".join([Path(sys.executable).name] + sys.argv),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
-def markdown_table(rows: list[dict], columns: Optional[list[str]] = None) -> str:
-    columns = columns or list(rows[0])
+def finish_info(info: dict) -> dict:
+    info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def stats_ms(seconds: list[float]) -> dict:
+    """Median, mean, 10th/90th percentile and minimum of a list of durations, in milliseconds."""
+    ms = sorted(s * 1000 for s in seconds)
+    q = lambda p: ms[min(len(ms) - 1, int(round(p * (len(ms) - 1))))]       # noqa: E731
+    return {"n": len(ms), "median_ms": round(statistics.median(ms), 3), "mean_ms": round(statistics.fmean(ms), 3),
+            "p10_ms": round(q(0.10), 3), "p90_ms": round(q(0.90), 3), "min_ms": round(ms[0], 3)}
+
+
+def save_figure(fig, path: Path | str) -> Path:
+    """A matplotlib figure as PNG, atomically."""
+    with atomic_write(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return Path(path)
+
+
+def markdown_table(rows: list[dict], columns=None) -> str:
+    """A Markdown table of ``rows``; ``columns``: keys, or ``(key, title)`` pairs (default: the first row's keys)."""
+    columns = [c if isinstance(c, tuple) else (c, c) for c in (columns or list(rows[0]))]
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)     # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(key, "")) for key, _ in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

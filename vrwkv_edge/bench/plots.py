@@ -3,15 +3,14 @@ tokens/s by backend, the time to first token by stage, vision tower latency and 
 Files are written to a temp name, then renamed; a suite that was skipped gets no plot."""
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from pathlib import Path
 
+from .harness import save_figure
+
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def _series(rows, key, value, x="context"):

@@ -48,11 +48,13 @@ from typing import Optional
 import torch
 
 from ..checkpoint import save_checkpoint
-from ..config import PRESETS, preset
+from ..config import LM_PRESETS, preset
 from ..models import build_model
 from .harness import (machine_info, markdown_table, peak_rss_bytes, release_memory, rss_bytes, time_fn,
                       weight_bytes_per_token, write_json)
 from .vision import QUESTION, TTFT_STAGES, synthetic_photo, tower_label, ttft_lm_config
+from vrwkv_edge.export import load_onnx_model
+from .plots import plot_all
 
 BACKENDS = ["torch", "torch-compile", "rwkv-pkg", "ort-fp32", "ort-fp16", "ort-int8"]
 # Suites --skip can leave out: "decode" (every backend's decode and the step profile), "transformer" (the Llama
@@ -78,7 +80,7 @@ FULL = {"preset": "rwkv7-0.1b", "contexts": [1, 1024, 4096, 16384], "transformer
         "threads": None, "skip": []}         # threads None: torch's default (all cores)
 QUICK = {"preset": "rwkv7-tiny", "contexts": [1, 64], "transformer_contexts": [64, 256], "steps": 3,
          "prefill_lengths": [40], "repeats": 1, "backends": ["torch"],
-         "towers": QUICK_TOWERS, "ttft_lm": "tiny", "ttft_clip": "tiny",      # = vrwkv_edge.visual.testing.tiny_v6
+         "towers": QUICK_TOWERS, "ttft_lm": "tiny", "ttft_clip": "tiny",      # = vrwkv_edge.visualrwkv.builders.tiny_v6
          "vision_worker_per_job": False,     # one process for all: a process start costs more than the tiny runs
          # one thread: for tiny ops OpenMP threads only add synchronisation, which costs 100x on a busy machine
          "threads": 1, "skip": []}
@@ -210,7 +212,6 @@ def _prefill_suite(model, lengths: list[int], repeats: int, stepwise: bool) -> l
 def _ort_prefill_suite(onnx_dirs: dict, lengths: list[int], repeats: int, vocab: int) -> list[dict]:
     rows = []
     for label, d in onnx_dirs.items():
-        from vrwkv_edge.export import load_onnx_model
         m = load_onnx_model(d)
         for T in lengths:
             ids = _prefill_ids(T, vocab)
@@ -419,7 +420,6 @@ def _run(plan: dict, skip: set, quick: bool, out_dir: Optional[Path], command: s
         stem = output_stem(quick, plan["preset"])
         write_json(out_dir / f"{stem}.json", results)
         (out_dir / f"{stem}.md").write_text(render_markdown(results))
-        from .plots import plot_all
         plot_all(results, out_dir, stem)
         log(f"wrote {out_dir}/{stem}.json, {stem}.md and plots")
     return results
@@ -532,8 +532,8 @@ def add_bench_cli(subparsers) -> None:
     p = subparsers.add_parser("bench", help="latency, throughput and memory against context length and peers; "
                                             "vision tower latency; time to first token of an image question")
     p.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help=f"model shape (vrwkv_edge.config.PRESETS; default {FULL['preset']}, {QUICK['preset']} "
+    p.add_argument("--preset", default=None, choices=sorted(LM_PRESETS),
+                   help=f"model shape (vrwkv_edge.config.LM_PRESETS; default {FULL['preset']}, {QUICK['preset']} "
                         f"with --quick); results go to bench_<preset>.* unless it is the default")
     p.add_argument("--backends", type=_csv(str), default=None, help=f"comma list of {','.join(BACKENDS)}")
     p.add_argument("--skip", type=_csv(str), default=None,

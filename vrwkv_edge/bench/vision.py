@@ -2,7 +2,7 @@
 ``vision``) so that the resident memory reported is that of the measured model alone.
 
 * **Tower latency** (:func:`measure_tower`): batch-1 fp32 forward of each tower family VisualRWKV uses, on
-  seeded random weights (:func:`~vrwkv_edge.visual.towers.init_tower_random_`): v6.0's CLIP ViT-L/14-336 + its
+  seeded random weights (:func:`~vrwkv_edge.visualrwkv.towers.init_tower_random_`): v6.0's CLIP ViT-L/14-336 + its
   linear projector, v7.00's SAM ViT-B + DINOv2 L/14 + SigLIP SO400M + its MLP projector, and the Vision-RWKV
   backbones (``forward_tokens``, no projector) at several input sizes.  Latency is the median of ``repeats``
   forwards after ``warmup`` forwards; memory is the resident size after the build (weights + runtime) and the
@@ -12,10 +12,10 @@
   stages timed one by one (preprocess, tower + projector, text before the image, image prefill with the
   layer-wise bidirectional scan, text after the image, choosing and detokenising the first token), the same
   work end to end through ``VisualRWKV.prefill``, and again with the image state served by
-  :class:`~vrwkv_edge.visual.ImageStateCache`.
+  :class:`~vrwkv_edge.visualrwkv.ImageStateCache`.
 
 Shapes are named (``TOWER_SHAPES``, ``TTFT_LMS``, ``TTFT_CLIPS``) so that a plan stays plain JSON; the ``tiny``
-names are the test models of :mod:`vrwkv_edge.visual.testing` for ``--quick``.
+names are the test models of :mod:`vrwkv_edge.visualrwkv.builders` for ``--quick``.
 """
 from __future__ import annotations
 
@@ -28,7 +28,20 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..config import preset
+from ..generation import Sampler
+from ..tokenizer import load_tokenizer
+from ..vision_rwkv.backbone import build_vision_rwkv, get_config
+from ..visualrwkv import ImageStateCache, VisualConfig, build_random_visual_model, question_prompt
+from ..visualrwkv.builders import TINY_CLIP, TINY_V7_TOWERS, TINY_VRWKV, TINY_X060
+from ..visualrwkv.model import project, tower_features
+from ..visualrwkv.preprocess import image_hash, load_rgb
+from ..visualrwkv.prompts import ImageSlot
+from ..visualrwkv.runtime import eval_params, token_bytes
+from ..visualrwkv.towers import (CLIP_CONFIGS, SamDinoSigLIP, V7TowerConfig, build_clip, build_projector,
+                                 init_tower_random_, require_transformers)
 from .harness import peak_rss_bytes, reset_peak_rss, rss_bytes
+from PIL import Image
 
 MIB = 2 ** 20
 TOWER_SEED = 1
@@ -42,17 +55,13 @@ PHOTO_QUALITY = 90                 # JPEG, so that preprocessing pays a real dec
 
 # ---- shapes ------------------------------------------------------------------------------------------------
 def _clip_shape(name: str) -> dict:
-    from ..visual.towers import CLIP_CONFIGS
     if name == "tiny":
-        from ..visual.testing import TINY_CLIP
         return dict(TINY_CLIP)
     return dict(CLIP_CONFIGS[name])
 
 
 def _v7_shape(name: str) -> dict:
-    from ..visual.towers import V7TowerConfig
     if name == "tiny":
-        from ..visual.testing import TINY_V7_TOWERS
         return TINY_V7_TOWERS.to_dict()
     if name != "released":
         raise ValueError(f"unknown v7 tower shape {name!r}; choose released or tiny")
@@ -60,9 +69,7 @@ def _v7_shape(name: str) -> dict:
 
 
 def _vrwkv_shape(name: str):
-    from ..models.vision_rwkv import get_config
     if name == "tiny":
-        from ..visual.testing import TINY_VRWKV
         return get_config(TINY_VRWKV, num_classes=0)
     return get_config(name, num_classes=0)
 
@@ -83,10 +90,8 @@ def tower_label(job: dict) -> str:
 
 def ttft_lm_config(name: str):
     """The LM of the TTFT suite: a ``vrwkv_edge.config`` preset of RWKV-6 (VisualRWKV v6 is RWKV-6 + CLIP),
-    or ``tiny`` (the LM of :func:`vrwkv_edge.visual.testing.tiny_v6`)."""
-    from ..config import preset
+    or ``tiny`` (the LM of :func:`vrwkv_edge.visualrwkv.builders.tiny_v6`)."""
     if name == "tiny":
-        from ..visual.testing import TINY_X060
         return TINY_X060
     cfg = preset(name)
     if cfg.version != "x060":
@@ -100,7 +105,6 @@ def synthetic_photo(path: Path | str, size: tuple[int, int] = PHOTO_SIZE, seed: 
     """Writes a deterministic photo-like JPEG (sky gradient, a few soft-edged coloured blobs, sensor noise).
     The package ships no photograph and the benchmark must not depend on files outside it; latency does not
     depend on what the picture shows, only on its size and format."""
-    from PIL import Image
     w, h = size
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -129,13 +133,10 @@ def _num_params(*modules) -> int:
 # ---- towers ------------------------------------------------------------------------------------------------
 def _build_tower(job: dict, n_embd: int) -> tuple[Callable, int, int, str]:
     """(forward function on a fixed random input, parameter count, resolution, input description)."""
-    from ..visual.model import VisualConfig, project, tower_features
-    from ..visual.towers import SamDinoSigLIP, V7TowerConfig, build_clip, build_projector, init_tower_random_
     family = job["family"]
     cfg = TOWER_SHAPES[family](job["shape"])
     gen = torch.Generator().manual_seed(INPUT_SEED)
     if family == "vrwkv":
-        from ..models.vision_rwkv import build_vision_rwkv
         model = init_tower_random_(build_vision_rwkv(cfg).eval(), TOWER_SEED)
         s = int(job["resolution"])
         pixels = torch.randn(1, 3, s, s, generator=gen)
@@ -164,7 +165,6 @@ def _build_tower(job: dict, n_embd: int) -> tuple[Callable, int, int, str]:
 def measure_tower(job: dict, repeats: int, warmup: int, n_embd: int) -> dict:
     """Latency and memory of one tower job (family, shape, resolution) in this process."""
     if job["family"] == "clip":                   # import transformers first: its modules are not the tower's
-        from ..visual.towers import require_transformers
         require_transformers()
     base_rss = rss_bytes()
     t0 = time.perf_counter()
@@ -199,12 +199,6 @@ TTFT_STAGES = ("preprocess", "tower + projector", "text prefill before image", "
 
 def measure_ttft(spec: dict) -> dict:
     """TTFT of one image question, stage by stage, end to end and with the image state cached (this process)."""
-    from ..generation import Sampler
-    from ..tokenizer import load_tokenizer
-    from ..visual import ImageStateCache, VisualConfig, build_random_visual_model, question_prompt
-    from ..visual.preprocess import image_hash, load_rgb
-    from ..visual.prompts import ImageSlot
-    from ..visual.runtime import eval_params, token_bytes
 
     repeats, warmup = int(spec["repeats"]), int(spec.get("warmup", 1))
     image = spec["image"]
@@ -288,7 +282,6 @@ def measure_ttft(spec: dict) -> dict:
             cache_key()
             keys.append(time.perf_counter() - t)
         peak = peak_rss_bytes()
-    from PIL import Image
     with Image.open(image) as im:
         photo = {"width": im.size[0], "height": im.size[1], "format": im.format}
     return {"lm": spec["lm"], "lm_config": asdict(lm_cfg), "lm_parameters": _num_params(model.rwkv),

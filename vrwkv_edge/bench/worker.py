@@ -27,6 +27,11 @@ import time
 import torch
 
 from .harness import peak_rss_bytes, rss_bytes
+from ..loading import load_model
+from ..state import State
+from vrwkv_edge.export import load_onnx_model
+from vrwkv_edge.export import export_model
+from .vision import run_vision
 
 MIB = 2 ** 20
 
@@ -50,8 +55,6 @@ def _time_steps(step, steps: int, warmup: int, vocab: int) -> tuple[list[float],
 
 
 def _rwkv_step_fn(spec: dict):
-    from ..checkpoint import load_model
-    from ..state import State
     backend = spec["backend"]
     saved = torch.load(spec["state"], weights_only=True) if spec.get("state") else None
     if backend in ("torch", "torch-compile"):
@@ -66,7 +69,6 @@ def _rwkv_step_fn(spec: dict):
             return logits
         return step, model.cfg.vocab_size
     if backend == "ort":
-        from vrwkv_edge.export import load_onnx_model
         model = load_onnx_model(spec["onnx_dir"])
         state = [State.from_flat(saved) if saved else model.new_state(1)]
 
@@ -139,7 +141,6 @@ def run(spec: dict) -> dict:
 
 
 def export(spec: dict) -> dict:
-    from vrwkv_edge.export import export_model
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     t0 = time.perf_counter()
@@ -157,7 +158,6 @@ def main(spec: dict) -> dict:
     if task == "export":
         return export(spec)
     if task == "vision":
-        from .vision import run_vision
         return run_vision(spec)
     raise ValueError(f"unknown worker task {task!r}; choose decode, export or vision")
 

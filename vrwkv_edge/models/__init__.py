@@ -1,15 +1,8 @@
-"""Model classes, one module per model version."""
-from ..config import RWKVConfig
+"""The RWKV language models, one module per version, and building them from checkpoints."""
 from .base import RWKVModel
+from .loading import MODEL_CLASSES, build_model, detect_version, language_model_part, model_from_state_dict
 from .rwkv6 import RWKV6
 from .rwkv7 import RWKV7
 
-MODEL_CLASSES = {"x060": RWKV6, "x070": RWKV7}
-
-
-def build_model(cfg: RWKVConfig) -> RWKVModel:
-    """An uninitialised model of ``cfg`` (load weights into it, or call ``init_random_``)."""
-    return MODEL_CLASSES[cfg.version](cfg)
-
-
-__all__ = ["MODEL_CLASSES", "RWKV6", "RWKV7", "RWKVModel", "build_model"]
+__all__ = ["MODEL_CLASSES", "RWKV6", "RWKV7", "RWKVModel", "build_model", "detect_version", "language_model_part",
+           "model_from_state_dict"]

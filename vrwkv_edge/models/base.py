@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import LN_EPS, LN_X_EPS, RWKVConfig
+from ..ops.dispatch import DEFAULT_WKV_IMPL, WkvImpl, get_wkv_impl
 from ..state import State
 
 
@@ -58,15 +59,15 @@ class Block(nn.Module):
         self.ffn = channel_mix(cfg, layer_id)
 
     def run(self, x: Tensor, layer_state: tuple[Tensor, Tensor, Tensor], v_first: Optional[Tensor],
-            seq: bool, chunk_size: Optional[int] = None):
+            seq: bool, impl: WkvImpl, chunk_size: Optional[int] = None):
         """One block on x ([B, T, C] if seq else [B, C]) from this layer's ``(shift_att, wkv, shift_ffn)``.
-        Returns ``(x, new_layer_state, v_first)``."""
+        ``impl`` computes the WKV (the model's :attr:`RWKVModel.wkv`).  Returns ``(x, new_layer_state, v_first)``."""
         shift_att, wkv, shift_ffn = layer_state
         if self.layer_id == 0:
             x = self.ln0(x)
         xa = self.ln1(x)
         dx, new_shift_att = token_shift(xa, shift_att, seq)
-        att_out, new_wkv, v_first = self.att(xa, dx, wkv, v_first, seq, chunk_size)
+        att_out, new_wkv, v_first = self.att(xa, dx, wkv, v_first, seq, impl, chunk_size)
         x = x + att_out
         xf = self.ln2(x)
         dx, new_shift_ffn = token_shift(xf, shift_ffn, seq)
@@ -87,6 +88,18 @@ class RWKVModel(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i, self.TimeMix, self.ChannelMix) for i in range(cfg.n_layer))
         self.ln_out = nn.LayerNorm(cfg.n_embd, eps=LN_EPS)
         self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.wkv_impl = DEFAULT_WKV_IMPL
+
+    def set_wkv_impl(self, name: str) -> "RWKVModel":
+        """Which WKV implementation both paths use (see :mod:`vrwkv_edge.ops.dispatch`): ``"torch"`` (default)
+        or a registered one such as ``"native"``.  Checked now, so a missing build fails here, not mid-run."""
+        get_wkv_impl(name)
+        self.wkv_impl = name
+        return self
+
+    @property
+    def wkv(self) -> WkvImpl:
+        return get_wkv_impl(self.wkv_impl)
 
     # ---- sizes and state ----------------------------------------------------------------------------
     @property
@@ -105,7 +118,7 @@ class RWKVModel(nn.Module):
         c = self.cfg
         return State.zeros(c.n_layer, batch_size, c.n_embd, c.n_head, c.head_size, self.dtype, self.device)
 
-    def _state_or_new(self, state: Optional[State], batch_size: int) -> State:
+    def state_or_new(self, state: Optional[State], batch_size: int) -> State:
         if state is None:
             return self.new_state(batch_size)
         if state.batch_size != batch_size:
@@ -128,8 +141,9 @@ class RWKVModel(nn.Module):
         """All blocks on embeddings x; returns (hidden before ln_out, new State)."""
         v_first = None
         new_layers = []
+        impl = self.wkv
         for i, block in enumerate(self.blocks):
-            x, layer_state, v_first = block.run(x, state.layer(i), v_first, seq, chunk_size)
+            x, layer_state, v_first = block.run(x, state.layer(i), v_first, seq, impl, chunk_size)
             new_layers.append(layer_state)
         return x, State(*(tuple(t) for t in zip(*new_layers)))
 
@@ -144,7 +158,7 @@ class RWKVModel(nn.Module):
         x = self._inputs(ids, inputs_embeds)
         if x.dim() != 3:
             raise ValueError(f"forward expects ids [B, T] or inputs_embeds [B, T, C], got {tuple(x.shape)}")
-        state = self._state_or_new(state, x.shape[0])
+        state = self.state_or_new(state, x.shape[0])
         hidden, state = self.run_blocks(x, state, seq=True, chunk_size=chunk_size)
         return self.logits(hidden[:, -1] if last_only else hidden), state
 
@@ -154,7 +168,7 @@ class RWKVModel(nn.Module):
         x = self._inputs(ids, inputs_embeds)
         if x.dim() != 2:
             raise ValueError(f"step expects ids [B] or inputs_embeds [B, C], got {tuple(x.shape)}")
-        state = self._state_or_new(state, x.shape[0])
+        state = self.state_or_new(state, x.shape[0])
         hidden, state = self.run_blocks(x, state, seq=False)
         return self.logits(hidden), state
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import LN_X_EPS, RWKVConfig
-from ..ops.wkv6 import DEFAULT_CHUNK, wkv6_chunked, wkv6_step
+from ..ops.dispatch import WkvImpl
+from ..ops.wkv6 import DEFAULT_CHUNK
 from .base import RWKVModel, head_group_norm, init_common_, vec
 
 MAA_NAMES = ("time_maa_w", "time_maa_k", "time_maa_v", "time_maa_r", "time_maa_g")   # LoRA output order
@@ -48,7 +49,7 @@ class TimeMix(nn.Module):
         self.ln_x = nn.GroupNorm(H, C, eps=LN_X_EPS)
 
     def forward(self, xa: Tensor, dx: Tensor, wkv: Tensor, v_first: Optional[Tensor], seq: bool,
-                chunk_size: Optional[int] = None):
+                impl: WkvImpl, chunk_size: Optional[int] = None):
         """xa: ln1 output ([B, T, C] if seq else [B, C]); dx = previous - current. Shared by both paths;
         only the WKV call differs.  ``v_first`` is RWKV-7's and passes through.  Returns ``(out, wkv, v_first)``."""
         H, N = self.n_head, self.head_size
@@ -64,9 +65,9 @@ class TimeMix(nn.Module):
         heads = lambda t: t.reshape(*t.shape[:-1], H, N)          # noqa: E731  [..., C] -> [..., H, N]
         args = (heads(r), heads(k), heads(v), heads(w_log), self.time_faaaa, wkv)
         if seq:
-            y, wkv = wkv6_chunked(*args, chunk_size=chunk_size or DEFAULT_CHUNK)
+            y, wkv = impl.wkv6_seq(*args, chunk_size=chunk_size or DEFAULT_CHUNK)
         else:
-            y, wkv = wkv6_step(*args)
+            y, wkv = impl.wkv6_step(*args)
         y = head_group_norm(y.reshape(*y.shape[:-2], H * N), self.ln_x, H).to(xa.dtype)
         return self.output(y * g), wkv, v_first
 

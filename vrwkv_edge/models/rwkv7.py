@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import LN_X_EPS, RWKVConfig
-from ..ops.wkv7 import DEFAULT_CHUNK, wkv7_chunked, wkv7_step
+from ..ops.dispatch import WkvImpl
+from ..ops.wkv7 import DEFAULT_CHUNK
 from .base import RWKVModel, head_group_norm, init_common_, vec
 
 # exp(-0.5): the largest per-token log decay magnitude of x070 (decay = exp(-exp(-0.5) * sigmoid(w_hat))).
@@ -63,7 +64,7 @@ class TimeMix(nn.Module):
         self.ln_x = nn.GroupNorm(H, C, eps=LN_X_EPS)
 
     def forward(self, xa: Tensor, dx: Tensor, wkv: Tensor, v_first: Optional[Tensor], seq: bool,
-                chunk_size: Optional[int] = None):
+                impl: WkvImpl, chunk_size: Optional[int] = None):
         """xa: ln1 output ([B, T, C] if seq else [B, C]); dx = previous - current. Shared by both paths;
         only the WKV call differs.  Returns ``(out, new_wkv, v_first)``."""
         H, N = self.n_head, self.head_size
@@ -84,9 +85,9 @@ class TimeMix(nn.Module):
         a_h = heads(a).float()
         args = (heads(r), heads(w_log), heads(k), heads(v), -kk, kk * a_h, wkv)
         if seq:
-            y, wkv = wkv7_chunked(*args, chunk_size=chunk_size or DEFAULT_CHUNK)
+            y, wkv = impl.wkv7_seq(*args, chunk_size=chunk_size or DEFAULT_CHUNK)
         else:
-            y, wkv = wkv7_step(*args)
+            y, wkv = impl.wkv7_step(*args)
         y = head_group_norm(y.reshape(*y.shape[:-2], H * N), self.ln_x, H)
         bonus = (heads(r).float() * heads(k).float() * self.r_k.float()).sum(-1, keepdim=True) * heads(v).float()
         y = (y + bonus.reshape(y.shape)).to(xa.dtype)

@@ -2,9 +2,10 @@
 
 ``wkv6_chunked`` / ``wkv7_chunked`` compute everything inside a chunk for all chunks at once and then carry
 the state from chunk to chunk.  That carry is :func:`chunk_scan`: a Python loop over the chunks when run
-eagerly, and ``torch.scan`` (one ONNX ``Scan`` over a dynamic number of chunks) while a graph is traced inside
-:func:`traced_chunk_loop`, which the exporter enters.  Both run the same ``body`` on the same tensors, so the
-eager model and the exported graph share one implementation of the chunked algebra.
+eagerly, and ``torch.scan`` (one ONNX ``Scan`` over a dynamic number of chunks) while ``torch.export`` traces
+a graph (``torch.compiler.is_exporting()``, which the ONNX exporter's dynamo path sets).  Both run the same
+``body`` on the same tensors, so the eager model and the exported graph share one implementation of the
+chunked algebra.
 
 Layout helpers: :func:`to_chunks` pads time to a multiple of the chunk length (always, even by zero rows, so
 that a traced graph has no branch on the length) and gives ``[nc, B, H, L, N]`` (chunks first: the scanned
@@ -12,9 +13,7 @@ dimension); :func:`from_chunks` undoes it.
 """
 from __future__ import annotations
 
-import contextlib
-import threading
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -24,29 +23,12 @@ try:                                                  # torch >= 2.7; a prototyp
 except ImportError:                                   # pragma: no cover - older torch
     _torch_scan = None
 
-_STATE = threading.local()
-
-
-def tracing_chunk_loop() -> bool:
-    return getattr(_STATE, "traced", False)
-
-
-@contextlib.contextmanager
-def traced_chunk_loop(enabled: bool = True) -> Iterator[None]:
-    """Within the block, :func:`chunk_scan` emits ``torch.scan`` (for ``torch.export`` / the ONNX exporter)."""
-    if enabled and _torch_scan is None:               # pragma: no cover - older torch
-        raise RuntimeError("this torch has no torch.scan: the dynamic-length prefill graph cannot be exported")
-    old = tracing_chunk_loop()
-    _STATE.traced = enabled
-    try:
-        yield
-    finally:
-        _STATE.traced = old
-
 
 def chunk_scan(body: Callable, init: Tensor, xs: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
     """``carry, y_i = body(carry, (x[i] for x in xs))`` over dim 0 of ``xs``; returns (final carry, stacked y)."""
-    if tracing_chunk_loop():
+    if torch.compiler.is_exporting():
+        if _torch_scan is None:                       # pragma: no cover - older torch
+            raise RuntimeError("this torch has no torch.scan: the dynamic-length prefill graph cannot be exported")
         return _torch_scan(body, init, xs)
     carry, ys = init, []
     for i in range(xs[0].shape[0]):

@@ -1,0 +1,68 @@
+"""What every ``vrwkv-edge`` sub-command shares: the error contract, sampling flags, tokenizer choice.
+
+The error contract: bad input (a missing, unreadable or malformed file, a bad argument) prints one line
+``error: ...`` naming the file, key or argument on stderr and exits 2; never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from .generation import SamplingParams
+from .tokenizer import ByteTokenizer, load_tokenizer
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+# What bad input raises anywhere in the package (CheckpointError, ArtefactError, ImageLoadError are ValueErrors;
+# IsADirectoryError and PermissionError are OSErrors; UnicodeDecodeError is a ValueError).
+INPUT_ERRORS = (OSError, ValueError, KeyError)
+
+
+def run_command(args) -> int:
+    """Runs a parsed sub-command (``args.func(args)``) under the error contract."""
+    try:
+        return args.func(args) or EXIT_OK
+    except INPUT_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def add_sampling_args(p: argparse.ArgumentParser, **overrides) -> None:
+    """One flag per SamplingParams field; the defaults come from the dataclass (defined once)."""
+    defaults = {**{f.name: f.default for f in fields(SamplingParams)}, **overrides}
+    g = p.add_argument_group("sampling")
+    g.add_argument("--temperature", type=float, default=defaults["temperature"], help="0 = greedy")
+    g.add_argument("--top-p", type=float, default=defaults["top_p"])
+    g.add_argument("--top-k", type=int, default=defaults["top_k"], help="0 = off")
+    g.add_argument("--presence-penalty", type=float, default=defaults["presence_penalty"])
+    g.add_argument("--frequency-penalty", type=float, default=defaults["frequency_penalty"])
+    g.add_argument("--penalty-decay", type=float, default=defaults["penalty_decay"])
+    g.add_argument("--max-new-tokens", type=int, default=defaults["max_new_tokens"])
+    g.add_argument("--stop-token", type=int, action="append", dest="stop_tokens",
+                   help=f"repeatable; default {list(defaults['stop_tokens'])}")
+    g.add_argument("--no-stop", action="store_true", help="ignore stop tokens (generate max-new-tokens)")
+    g.add_argument("--seed", type=int, default=defaults["seed"])
+
+
+def sampling_from_args(args) -> SamplingParams:
+    stops = () if args.no_stop else tuple(args.stop_tokens or SamplingParams.stop_tokens)
+    return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                          presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                          penalty_decay=args.penalty_decay, max_new_tokens=args.max_new_tokens,
+                          stop_tokens=stops, seed=args.seed)
+
+
+def tokenizer_for(model, name: str = "auto"):
+    """``world`` (65536-row models), ``bytes`` (256-row byte-level models such as the demo), or a vocab file."""
+    vocab = model.cfg.vocab_size
+    if name == "auto":
+        name = "bytes" if vocab == 256 else "world"
+    if name == "bytes":
+        return ByteTokenizer()
+    tok = load_tokenizer(None if name == "world" else name)
+    if vocab < len(tok):
+        raise ValueError(f"the tokenizer has {len(tok)} tokens but the model only {vocab} embedding rows; "
+                         f"pass --tokenizer bytes or a matching vocabulary file")
+    return tok
