@@ -3,7 +3,7 @@
 //   vrwkv-chat --model DIR [--image PATH]... [--prompt TEXT] [--greedy] [--bench] [--dump-logits FILE]
 //
 // Without --prompt it reads one question per line from stdin (a chat: each answer is closed with "\n\n" and
-// the next question continues from the state).  Exit codes: 0 ok, 2 bad input (arguments, export, image, prompt),
+// the next question continues from the state; the line "/reset" starts a new conversation).  Exit codes: 0 ok, 2 bad input (arguments, export, image, prompt),
 // 1 ONNX Runtime failure.
 #include <chrono>
 #include <cstdio>
@@ -24,6 +24,7 @@ const char* kUsage =
     "  --model DIR            export directory (vrwkv-edge export)\n"
     "  --image PATH           JPEG/PNG for a VisualRWKV export (repeatable for v7)\n"
     "  --prompt TEXT          one-shot question; without it, questions are read line by line from stdin\n"
+    "                         (\"/reset\" starts a new conversation; the image-state cache keeps the image prefill)\n"
     "  --raw                  feed the prompt as is (default for byte-level models) instead of the chat template\n"
     "  --ort-lib PATH         libonnxruntime.so.* to load (default: $VRWKV_ORT_LIBRARY, then the search in README)\n"
     "  --provider NAME        cpu (default), cuda or tensorrt\n"
@@ -37,10 +38,11 @@ const char* kUsage =
     "  --max-new-tokens N --seed S --stop-token ID (repeatable) --no-stop\n"
     "  --bench                print TTFT and tokens/s on stderr\n"
     "  --dump-logits FILE     float32 logits rows [steps, vocab]: the row each token was sampled from\n"
-    "  --json FILE            prompt ids, generated ids and timings as JSON\n";
+    "  --json FILE            prompt ids, generated ids and timings as JSON\n"
+    "  --dump-pixels FILE     float32 tower inputs of each image (pixel inputs in metadata order), then exit\n";
 
 struct Args {
-  std::string model, prompt, ort_lib, provider = "cpu", trt_cache, dump_logits, json;
+  std::string model, prompt, ort_lib, provider = "cpu", trt_cache, dump_logits, json, dump_pixels;
   std::vector<std::string> images;
   bool has_prompt = false, raw = false, bench = false, spin = true;
   int threads = 0, device_id = 0;
@@ -108,6 +110,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--bench") a.bench = true;
     else if (f == "--dump-logits") a.dump_logits = val();
     else if (f == "--json") a.json = val();
+    else if (f == "--dump-pixels") a.dump_pixels = val();
     else throw UsageError("unknown argument '" + f + "' (see --help)");
   }
   if (a.model.empty()) throw UsageError("--model DIR is required");
@@ -149,6 +152,16 @@ int run(const Args& a) {
   std::vector<vrwkv::Image> images;
   for (auto& p : a.images) images.push_back(vrwkv::load_image(p));  // unreadable images fail before any work
   double open_s = secs(t_open, Clock::now());
+  if (!a.dump_pixels.empty()) {
+    std::ofstream px(a.dump_pixels, std::ios::binary);
+    for (auto& img : images)
+      for (auto& spec : info.pixel_inputs) {
+        std::vector<float> t = vrwkv::preprocess(img, spec);
+        px.write(reinterpret_cast<const char*>(t.data()), std::streamsize(t.size() * sizeof(float)));
+      }
+    if (!px) throw vrwkv::Error(vrwkv::Error::Kind::Argument, "--dump-pixels: cannot write " + a.dump_pixels);
+    return 0;
+  }
   bool raw = a.raw || (tok.byte_level() && !info.visual);
 
   vrwkv::Session session(model);
@@ -240,6 +253,11 @@ int run(const Args& a) {
                                 info.version.c_str(), info.visual ? "VisualRWKV" : "LM");
     while (std::getline(std::cin, line)) {
       if (line.empty()) continue;
+      if (line == "/reset") {  // a new conversation (about the same images: the image-state cache can hit)
+        session.reset();
+        first_turn = true;
+        continue;
+      }
       answer(line);
     }
   }
