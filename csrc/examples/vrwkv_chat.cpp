@@ -141,6 +141,8 @@ int run(const Args& a) {
   mo.spinning = a.spin;
   mo.max_prefill_tokens = a.max_prefill;
   mo.trt_cache_dir = a.trt_cache;
+  std::vector<vrwkv::Image> images;
+  for (auto& p : a.images) images.push_back(vrwkv::load_image(p));  // bad images fail before any model work
   auto t_open = Clock::now();
   vrwkv::Model model = vrwkv::Model::open(a.model, mo);
   const vrwkv::ModelInfo& info = model.info();
@@ -149,8 +151,6 @@ int run(const Args& a) {
     throw vrwkv::Error(vrwkv::Error::Kind::Argument, "--image: " + a.model + " is not a VisualRWKV export (no vision graph)");
   if (info.visual && info.visual_version == "v6" && a.images.size() > 1)
     throw vrwkv::Error(vrwkv::Error::Kind::Argument, "--image: VisualRWKV v6 takes one image per conversation");
-  std::vector<vrwkv::Image> images;
-  for (auto& p : a.images) images.push_back(vrwkv::load_image(p));  // unreadable images fail before any work
   double open_s = secs(t_open, Clock::now());
   if (!a.dump_pixels.empty()) {
     std::ofstream px(a.dump_pixels, std::ios::binary);

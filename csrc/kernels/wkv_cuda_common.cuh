@@ -53,19 +53,16 @@ __device__ __forceinline__ int64_t out_index(const WkvCommonParams& p, int b, in
 
 // Launches one block of N threads per (batch, head): pick(n, in) returns the kernel for head size
 // decltype(n)::value and input element type decltype(in).
-template <class P, class Pick>
-void launch_per_head(const P& p, void* stream, const char* op, int max_n, Pick pick) {
-    dispatch_head_size(
-        p.N, op,
-        [&](auto n) {
-            dispatch_dtype(p.dtype, [&](auto in) {
-                if (p.B * p.H == 0) return;
-                auto kernel = pick(n, in);
-                VRWKV_LAUNCH(kernel, dim3(p.B * p.H), dim3(decltype(n)::value), stream, p);
-                VRWKV_CUDA_CHECK_LAUNCH();
-            });
-        },
-        max_n);
+template <int MaxN, class P, class Pick>
+void launch_per_head(const P& p, void* stream, const char* op, Pick pick) {
+    dispatch_head_size<MaxN>(p.N, op, [&](auto n) {
+        dispatch_dtype(p.dtype, [&](auto in) {
+            if (p.B * p.H == 0) return;
+            auto kernel = pick(n, in);
+            VRWKV_LAUNCH(kernel, dim3(p.B * p.H), dim3(decltype(n)::value), stream, p);
+            VRWKV_CUDA_CHECK_LAUNCH();
+        });
+    });
 }
 
 }  // namespace vrwkv

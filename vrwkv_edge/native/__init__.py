@@ -12,7 +12,7 @@ from typing import Optional
 
 from . import build
 
-BUILD_HINT = "run `vrwkv-edge build-native` (or `python -m vrwkv_edge.native.build`) to build them"
+BUILD_HINT = "run `vrwkv-edge build-native` (or `python -m vrwkv_edge.native`) to build them"
 
 
 def _load() -> Optional[str]:

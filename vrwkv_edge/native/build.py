@@ -1,6 +1,6 @@
 """Builds the native WKV kernels (``csrc/``) into a PyTorch extension library, on request only.
 
-``vrwkv-edge build-native`` (or ``python -m vrwkv_edge.native.build``) compiles ``csrc/torch/binding.cpp`` and the
+``vrwkv-edge build-native`` (or ``python -m vrwkv_edge.native``) compiles ``csrc/torch/binding.cpp`` and the
 C++ CPU kernels with ninja through ``torch.utils.cpp_extension``, plus the CUDA kernels when this torch has CUDA.
 The library goes to ``$VRWKV_EDGE_NATIVE_DIR`` (default ``~/.cache/vrwkv_edge/native``) under a key that hashes the
 sources, the flags, the CPU's instruction-set flags (the build uses ``-march=native``), and the torch and Python
@@ -134,7 +134,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{'CPU + CUDA' if (want_cuda() and not args.no_cuda) else 'CPU only'}); "
           f"select with model.set_wkv_impl('native')")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

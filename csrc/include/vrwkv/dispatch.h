@@ -59,20 +59,21 @@ decltype(auto) dispatch_dtype(DType d, F&& f) {
     throw std::invalid_argument("vrwkv: unknown dtype " + std::to_string(int(d)));
 }
 
-// Head sizes with compiled kernels.  `max_n` lets a kernel family support fewer (the CUDA backward's shared-memory
-// reduction buffer is N x (N + 1) floats, so it stops at 64).
-template <class F>
-decltype(auto) dispatch_head_size(int N, const char* op, F&& f, int max_n = 128) {
-    if (N <= max_n) {
-        switch (N) {
-            case 32: return f(std::integral_constant<int, 32>{});
-            case 64: return f(std::integral_constant<int, 64>{});
-            case 128: return f(std::integral_constant<int, 128>{});
-        }
+// Head sizes with compiled kernels.  MaxN lets a kernel family support fewer (the CUDA backward's shared-memory
+// reduction buffer is N x (N + 1) floats, so it stops at 64); larger sizes are then not even instantiated.
+template <int MaxN = 128, class F>
+decltype(auto) dispatch_head_size(int N, const char* op, F&& f) {
+    switch (N) {
+        case 8: return f(std::integral_constant<int, 8>{});     // small heads: the rwkv.cpp tiny test models
+        case 16: return f(std::integral_constant<int, 16>{});
+        case 32: return f(std::integral_constant<int, 32>{});
+        case 64: return f(std::integral_constant<int, 64>{});
+        case 128:
+            if constexpr (MaxN >= 128) return f(std::integral_constant<int, 128>{});
+            break;
     }
-    std::string sizes = max_n >= 128 ? "32, 64 or 128" : "32 or 64";
-    throw std::invalid_argument(std::string(op) + ": head size N = " + std::to_string(N) + " is not supported (N must be " +
-                                sizes + ")");
+    throw std::invalid_argument(std::string(op) + ": head size N = " + std::to_string(N) +
+                                " is not supported (N must be 8, 16, 32, 64" + (MaxN >= 128 ? " or 128)" : "; 128 in the forward kernels only)"));
 }
 
 }  // namespace vrwkv

@@ -28,7 +28,7 @@ void biwkv_forward_reference(const BiWkvParams& p);
 
 // CUDA launchers (stream is a cudaStream_t).  Compiled by nvcc for the GPU, or as C++ against cuda_on_cpu.h, where
 // they run the same kernels emulated.  The backward kernels need p.workspace (wkv_backward_workspace_floats) and
-// support N <= 64.
+// support N <= 64 (the shared-memory reduction buffer is N x (N + 1) floats).
 void wkv6_forward_cuda(const Wkv6Params& p, void* stream);
 void wkv6_backward_cuda(const Wkv6Params& p, void* stream);
 void wkv7_forward_cuda(const Wkv7Params& p, void* stream);

@@ -62,6 +62,6 @@ inline int64_t wkv_backward_workspace_floats(const WkvCommonParams& p) {
     return int64_t(p.B) * p.H * (n_ckpt + kChunk + 1) * p.N * p.N;
 }
 
-inline int64_t biwkv_workspace_floats(const BiWkvParams& p) { return 3 * int64_t(p.B) * p.T * p.C; }
+inline int64_t biwkv_workspace_floats(const BiWkvParams& p) { return 4 * int64_t(p.B) * p.T * p.C; }
 
 }  // namespace vrwkv

@@ -32,8 +32,8 @@ void biwkv_forward_cpu(const BiWkvParams& p, const ParallelFor& pf) {
                     load(t);
                     for (int c = 0; c < nc; ++c) {
                         suffix[size_t(t) * kChannelBlock + c] = acc[c];
-                        acc[c].m -= p.w[c0 + c];
-                        acc[c].add(kt[c], vt[c]);
+                        acc[c].shift();
+                        acc[c].add(kt[c], vt[c], p.w[c0 + c]);
                     }
                 }
                 std::fill(acc, acc + nc, LogSum());
@@ -42,11 +42,11 @@ void biwkv_forward_cpu(const BiWkvParams& p, const ParallelFor& pf) {
                     float* y = p.y + (int64_t(b) * p.T + t) * p.C + c0;
                     for (int c = 0; c < nc; ++c) {
                         LogSum total = acc[c];
-                        total.merge(suffix[size_t(t) * kChannelBlock + c]);
-                        total.add(p.u[c0 + c] + kt[c], vt[c]);
+                        total.merge(suffix[size_t(t) * kChannelBlock + c], p.w[c0 + c]);
+                        total.add(p.u[c0 + c] + kt[c], vt[c], p.w[c0 + c]);
                         y[c] = total.num / total.den;
-                        acc[c].m -= p.w[c0 + c];
-                        acc[c].add(kt[c], vt[c]);
+                        acc[c].shift();
+                        acc[c].add(kt[c], vt[c], p.w[c0 + c]);
                     }
                 }
             }

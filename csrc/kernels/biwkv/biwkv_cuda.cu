@@ -18,25 +18,25 @@ __global__ void __launch_bounds__(kBiWkvThreads) biwkv_forward_kernel(BiWkvParam
     const In* k = static_cast<const In*>(p.k) + b * p.stride_b + c;
     const In* v = static_cast<const In*>(p.v) + b * p.stride_b + c;
     const int64_t plane = int64_t(p.B) * p.T * p.C, row = int64_t(b) * p.T * p.C + c;
-    float *num = p.workspace + row, *den = num + plane, *mx = den + plane;
+    float *num = p.workspace + row, *den = num + plane, *key = den + plane, *dist = key + plane;
     // Suffix: S_t = sum_{i>t} e^{k_i - (i-t-1) w} (v_i, 1);  S_{t-1} = e^{-w} S_t + e^{k_t} (v_t, 1).
     LogSum acc;
     for (int t = p.T - 1; t >= 0; --t) {
-        num[int64_t(t) * p.C] = acc.num;
-        den[int64_t(t) * p.C] = acc.den;
-        mx[int64_t(t) * p.C] = acc.m;
-        acc.m -= w;
-        acc.add(to_float(k[t * p.stride_t]), to_float(v[t * p.stride_t]));
+        const int64_t o = int64_t(t) * p.C;
+        num[o] = acc.num, den[o] = acc.den, key[o] = acc.K, dist[o] = acc.D;
+        acc.shift();
+        acc.add(to_float(k[t * p.stride_t]), to_float(v[t * p.stride_t]), w);
     }
     acc = LogSum();  // prefix, the same recurrence forwards
     for (int t = 0; t < p.T; ++t) {
         const float kt = to_float(k[t * p.stride_t]), vt = to_float(v[t * p.stride_t]);
+        const int64_t o = int64_t(t) * p.C;
         LogSum total = acc;
-        total.merge(LogSum{num[int64_t(t) * p.C], den[int64_t(t) * p.C], mx[int64_t(t) * p.C]});
-        total.add(u + kt, vt);
-        p.y[row + int64_t(t) * p.C] = total.num / total.den;
-        acc.m -= w;
-        acc.add(kt, vt);
+        total.merge(LogSum{num[o], den[o], key[o], dist[o]}, w);
+        total.add(u + kt, vt, w);
+        p.y[row + o] = total.num / total.den;
+        acc.shift();
+        acc.add(kt, vt, w);
     }
 }
 

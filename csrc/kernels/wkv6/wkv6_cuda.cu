@@ -15,8 +15,9 @@ __device__ __forceinline__ void wkv6_column_step(float (&s)[N], const float* w, 
 template <int N, class In>
 __global__ void __launch_bounds__(N) wkv6_forward_kernel(Wkv6Params p) {
     const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H, j = threadIdx.x;
-    __shared__ float r_[kChunk][N], w_[kChunk][N], k_[kChunk][N], u_[N];
-    u_[j] = to_float(static_cast<const In*>(p.u)[h * N + j]);
+    // u k is staged per token rather than u once: a loop-invariant u would be hoisted into N more registers.
+    __shared__ float r_[kChunk][N], w_[kChunk][N], k_[kChunk][N], uk_[kChunk][N];
+    const float u = to_float(static_cast<const In*>(p.u)[h * N + j]);
     float s[N];
     load_column<N>(p.state_in, bh, j, s);
     for (int t0 = 0; t0 < p.T; t0 += kChunk) {
@@ -28,15 +29,18 @@ __global__ void __launch_bounds__(N) wkv6_forward_kernel(Wkv6Params p) {
             r_[m][j] = load_token<In>(p.r, p, b, t0 + m, h, j);
             w_[m][j] = expf(load_token<In>(p.w_log, p, b, t0 + m, h, j));   // exp(-inf) = 0: full forgetting
             k_[m][j] = load_token<In>(p.k, p, b, t0 + m, h, j);
+            uk_[m][j] = u * k_[m][j];
         }
         __syncthreads();
         for (int m = 0; m < len; ++m) {
             const float v = load_token<In>(p.v, p, b, t0 + m, h, j);
             float y = 0.f;
 #pragma unroll
-            for (int i = 0; i < N; ++i) y += r_[m][i] * (s[i] + u_[i] * k_[m][i] * v);   // reads S_{t-1}
+            for (int i = 0; i < N; ++i) {
+                y += r_[m][i] * (s[i] + uk_[m][i] * v);   // reads S_{t-1}
+                s[i] = s[i] * w_[m][i] + k_[m][i] * v;
+            }
             p.y[out_index(p, b, t0 + m, h, j)] = y;
-            wkv6_column_step<N>(s, w_[m], k_[m], v);
         }
     }
     store_column<N>(p.state_out, bh, j, s);
@@ -107,13 +111,13 @@ __global__ void __launch_bounds__(N) wkv6_backward_kernel(Wkv6Params p) {
 }  // namespace
 
 void wkv6_forward_cuda(const Wkv6Params& p, void* stream) {
-    launch_per_head(p, stream, "wkv6_forward_cuda", 128, [](auto n, auto in) {
+    launch_per_head<128>(p, stream, "wkv6_forward_cuda", [](auto n, auto in) {
         return wkv6_forward_kernel<decltype(n)::value, decltype(in)>;
     });
 }
 
 void wkv6_backward_cuda(const Wkv6Params& p, void* stream) {
-    launch_per_head(p, stream, "wkv6_backward_cuda", 64, [](auto n, auto in) {
+    launch_per_head<64>(p, stream, "wkv6_backward_cuda", [](auto n, auto in) {
         return wkv6_backward_kernel<decltype(n)::value, decltype(in)>;
     });
 }

@@ -115,13 +115,13 @@ __global__ void __launch_bounds__(N) wkv7_backward_kernel(Wkv7Params p) {
 }  // namespace
 
 void wkv7_forward_cuda(const Wkv7Params& p, void* stream) {
-    launch_per_head(p, stream, "wkv7_forward_cuda", 128, [](auto n, auto in) {
+    launch_per_head<128>(p, stream, "wkv7_forward_cuda", [](auto n, auto in) {
         return wkv7_forward_kernel<decltype(n)::value, decltype(in)>;
     });
 }
 
 void wkv7_backward_cuda(const Wkv7Params& p, void* stream) {
-    launch_per_head(p, stream, "wkv7_backward_cuda", 64, [](auto n, auto in) {
+    launch_per_head<64>(p, stream, "wkv7_backward_cuda", [](auto n, auto in) {
         return wkv7_backward_kernel<decltype(n)::value, decltype(in)>;
     });
 }
