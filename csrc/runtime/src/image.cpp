@@ -162,7 +162,12 @@ Image load_jpeg(FILE* f, const std::string& path) {
 
 // ---- PNG ---------------------------------------------------------------------------------------------------
 Image load_png(FILE* f, const std::string& path) {
-  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  // libpng prints to stderr unless given handlers: keep its message for ours, ignore its warnings.
+  static thread_local std::string png_msg;
+  png_msg.clear();
+  png_structp png = png_create_read_struct(
+      PNG_LIBPNG_VER_STRING, nullptr,
+      [](png_structp p, png_const_charp m) { png_msg = m; png_longjmp(p, 1); }, [](png_structp, png_const_charp) {});
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   if (!info) image_error(path, "cannot initialise libpng");
   Image img;
@@ -170,7 +175,7 @@ Image load_png(FILE* f, const std::string& path) {
   std::vector<png_bytep> rows;
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_read_struct(&png, &info, nullptr);
-    image_error(path, "cannot decode the image (truncated or corrupt?)");
+    image_error(path, "cannot decode the image (truncated or corrupt?): " + png_msg);
   }
   png_init_io(png, f);
   png_read_info(png, info);
