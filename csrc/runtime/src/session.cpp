@@ -2,6 +2,7 @@
 // built once per graph and direction (A -> B, B -> A), so a decode step only writes the token id into a bound
 // int64 and runs: no allocation and no binding per token.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "internal.hpp"
@@ -26,6 +27,15 @@ struct Session::Impl {
   OrtIoBinding* vision = nullptr;
   int cur = 0;
   bool has_logits = false;
+  Session::Stats stats;
+
+  OrtStatus* timed_run(OrtSession* sess, OrtIoBinding* b) {
+    auto t0 = std::chrono::steady_clock::now();
+    OrtStatus* st = api.RunWithBinding(sess, nullptr, b);
+    stats.run_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++stats.runs;
+    return st;
+  }
 
   explicit Impl(Model::Impl& model) : m(model) {
     const ModelInfo& c = m.info;
@@ -99,7 +109,7 @@ struct Session::Impl {
   }
 
   void run(const std::string& kind, OrtIoBinding* b) {
-    ort::check(api.RunWithBinding(m.session(kind), nullptr, b), kind + ".onnx");
+    ort::check(timed_run(m.session(kind), b), kind + ".onnx");
     cur = 1 - cur;
     has_logits = true;
   }
@@ -133,7 +143,7 @@ const float* Session::prefill(const std::vector<int32_t>& ids) {
                                                     ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, &v), "input_ids tensor");
     OrtIoBinding* b = s.binding("prefill", s.cur);
     OrtStatus* st = s.api.BindInput(b, "input_ids", v);
-    if (!st) st = s.api.RunWithBinding(s.m.session("prefill"), nullptr, b);
+    if (!st) st = s.timed_run(s.m.session("prefill"), b);
     s.api.ReleaseValue(v);
     ort::check(st, "prefill.onnx");
     s.cur = 1 - s.cur;
@@ -179,7 +189,7 @@ std::vector<float> Session::encode_image(const std::vector<std::vector<float>>& 
                                               shape, 4, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &v);
     if (!st) { in.push_back(v); st = s.api.BindInput(s.vision, p.name.c_str(), v); }
   }
-  if (!st) st = s.api.RunWithBinding(sess, nullptr, s.vision);
+  if (!st) st = s.timed_run(sess, s.vision);
   for (auto* v : in) s.api.ReleaseValue(v);
   ort::check(st, "vision.onnx");
   return s.embeds;
@@ -212,6 +222,7 @@ const float* Session::prefill_image(const Image& img) {
 
 const float* Session::logits() const { return impl_->has_logits ? impl_->logits.data() : nullptr; }
 size_t Session::vocab_size() const { return impl_->V; }
+const Session::Stats& Session::stats() const { return impl_->stats; }
 
 Session::Snapshot Session::snapshot() const {
   Snapshot snap;

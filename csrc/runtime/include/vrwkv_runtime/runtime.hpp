@@ -171,6 +171,12 @@ class Session {
   const float* logits() const;  // nullptr before anything ran
   size_t vocab_size() const;
 
+  struct Stats {               // time inside ONNX Runtime's Run (the rest of a step is this library's overhead)
+    double run_seconds = 0;
+    size_t runs = 0;
+  };
+  const Stats& stats() const;
+
   struct Snapshot {            // a copy of the state and logits (image-state cache entries, chat branches)
     std::vector<float> state, logits;
   };
