@@ -7,6 +7,7 @@
     vrwkv-edge classify                               Vision-RWKV image classification (vrwkv_edge.vision_rwkv.cli)
     vrwkv-edge export / validate                      ONNX artefacts (vrwkv_edge.export.cli)
     vrwkv-edge bench                                  benchmarks (vrwkv_edge.bench)
+    vrwkv-edge export-triton / triton-chat            Triton Inference Server (vrwkv_edge.serving.cli)
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .cli_support import add_sampling_args, run_command, sampling_from_args, tok
 from .export.cli import add_export_cli
 from .generation import SamplingParams, TextStreamer, generate_stream
 from .loading import load_model
+from .serving.cli import add_serving_cli
 from .vision_rwkv.cli import add_classify_cli
 from .visualrwkv.cli import add_visual_cli
 
@@ -32,7 +34,7 @@ DATA = Path(__file__).resolve().parent / "data"
 DEMO_MODEL = DATA / "tiny-rwkv7-834K.safetensors"
 DEMO_PROMPT = "The"
 # Sub-commands that live with the parts they belong to register themselves on the parser.
-SUBCOMMANDS = (add_visual_cli, add_classify_cli, add_export_cli, add_bench_cli)
+SUBCOMMANDS = (add_visual_cli, add_classify_cli, add_export_cli, add_bench_cli, add_serving_cli)
 
 
 def run_generation(model, tok, prompt: str, params: SamplingParams, out=None) -> dict:

@@ -1,0 +1,187 @@
+"""A chat client for a Triton server that serves a repository written by ``vrwkv-edge export-triton``.
+
+The server keeps the conversation's RWKV state (implicit state of the sequence batcher); the client sends one
+token per request under one sequence id and samples from the returned logits with the package's
+:class:`~vrwkv_edge.generation.Sampler`, tokens in and text out through the package's tokenizer::
+
+    vrwkv-edge triton-chat --url localhost:8001 --model rwkv7 [--prompt "Hello"]   # gRPC; --protocol http: 8000
+
+    from vrwkv_edge.serving.triton_client import GrpcTransport, TritonChat
+    chat = TritonChat(GrpcTransport("localhost:8001", "rwkv7"), load_tokenizer(), SamplingParams(), sequence_id=42)
+    for text in chat.ask("What is RWKV?"):
+        print(text, end="")
+    chat.close()                                                      # END: the server drops the state
+
+A turn is ``"User: {question}\\n\\nAssistant:"`` (the RWKV World chat format); the answer ends at the stop token
+(``\\n\\n``), which is then fed so that the next turn continues from a closed answer.  The prompt goes token
+by token (each a request: the serving model is the one-token decode graph, which the sequence batcher batches
+across users; RWKV's step is cheap and the state constant, so a prompt costs its length in steps).  The
+transport is an interface (:class:`GrpcTransport`, :class:`HttpTransport`, or the in-process
+:class:`~vrwkv_edge.serving.emulator.EmulatorTransport` the tests use).
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from typing import Iterator, Optional, Protocol
+
+import numpy as np
+import torch
+
+from vrwkv_edge.cli_support import add_sampling_args, run_command, sampling_from_args
+from vrwkv_edge.generation import Sampler, SamplingParams, TextStreamer
+from vrwkv_edge.tokenizer import ByteTokenizer, load_tokenizer
+from vrwkv_edge.visualrwkv.prompts import followup_ids
+
+
+class Transport(Protocol):
+    def step(self, sequence_id: int, token: int, start: bool, end: bool) -> np.ndarray:
+        """Sends one token of a sequence; returns the logits [V] after it."""
+
+
+class _TritonTransport:
+    def __init__(self, module, url: str, model: str, model_version: str = ""):
+        self.module = module
+        self.client = module.InferenceServerClient(url=url)
+        self.url = url
+        self.model = model
+        self.version = model_version
+
+    def step(self, sequence_id: int, token: int, start: bool, end: bool) -> np.ndarray:
+        inp = self.module.InferInput("input_ids", [1, 1], "INT64")        # [batch, dims] = [1, 1]
+        inp.set_data_from_numpy(np.asarray([[token]], dtype=np.int64))
+        from tritonclient.utils import InferenceServerException  # optional dependency (tritonclient)
+
+        try:
+            res = self.client.infer(self.model, [inp], model_version=self.version,
+                                    outputs=[self.module.InferRequestedOutput("logits")],
+                                    sequence_id=sequence_id, sequence_start=start, sequence_end=end)
+        except InferenceServerException as e:
+            raise ConnectionError(f"Triton server {self.url}, model {self.model!r}: {e}") from e
+        return res.as_numpy("logits")[0]
+
+
+class GrpcTransport(_TritonTransport):
+    def __init__(self, url: str, model: str, model_version: str = ""):
+        import tritonclient.grpc as grpcclient  # optional dependency: pip install 'tritonclient[grpc]'
+
+        super().__init__(grpcclient, url, model, model_version)
+
+
+class HttpTransport(_TritonTransport):
+    def __init__(self, url: str, model: str, model_version: str = ""):
+        import tritonclient.http as httpclient  # optional dependency: pip install 'tritonclient[http]'
+
+        super().__init__(httpclient, url, model, model_version)
+
+
+class TritonChat:
+    """One conversation = one sequence on the server (module docstring)."""
+
+    def __init__(self, transport: Transport, tokenizer, params: Optional[SamplingParams] = None,
+                 sequence_id: Optional[int] = None):
+        self.transport = transport
+        self.tokenizer = tokenizer
+        self.params = params or SamplingParams()
+        if sequence_id is not None and sequence_id < 1:
+            raise ValueError(f"sequence_id must be >= 1 (Triton reserves 0), got {sequence_id}")
+        self.sequence_id = sequence_id if sequence_id is not None else random.SystemRandom().randrange(1, 2 ** 63)
+        self.started = False
+        self.closed = False
+        self.last_tokens: list[int] = []
+
+    def feed(self, ids: list[int]) -> np.ndarray:
+        """Sends tokens one request each; returns the logits after the last."""
+        if self.closed:
+            raise RuntimeError("this conversation is closed (its sequence ended)")
+        if not ids:
+            raise ValueError("feed: no tokens")
+        logits = None
+        for t in ids:
+            logits = self.transport.step(self.sequence_id, int(t), not self.started, False)
+            self.started = True
+        return logits
+
+    def ask(self, question: str) -> Iterator[str]:
+        """Streams the answer's text; :attr:`last_tokens` holds its token ids afterwards."""
+        ids = followup_ids(self.tokenizer, question)
+        if not ids:
+            raise ValueError("the question is empty")
+        yield from self.answer_from(self.feed(ids))
+
+    def answer_from(self, logits: np.ndarray) -> Iterator[str]:
+        """Samples an answer from ``logits`` (the logits after a prompt), feeding each token back."""
+        p = self.params
+        sampler = Sampler(p, 1, logits.shape[-1])
+        streamer = TextStreamer(self.tokenizer)
+        self.last_tokens = []
+        stops = set(p.stop_tokens or ())
+        for _ in range(p.max_new_tokens):
+            token = int(sampler(torch.from_numpy(np.asarray(logits, np.float32))[None])[0])
+            if token in stops:
+                self.feed([token])               # close the answer, as the next turn expects
+                break
+            self.last_tokens.append(token)
+            yield streamer.push(token)
+            logits = self.feed([token])
+        yield streamer.flush()
+
+    def close(self) -> None:
+        """Ends the sequence (the server frees its state); a request with ``END`` needs an input: token 0."""
+        if self.started and not self.closed:
+            self.transport.step(self.sequence_id, 0, False, True)
+        self.closed = True
+
+
+# ---- command line -----------------------------------------------------------------------------------------
+def add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default="localhost:8001", help="the server (gRPC 8001, HTTP 8000)")
+    p.add_argument("--model", required=True, help="the decode model's name in the repository")
+    p.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
+    p.add_argument("--prompt", default=None, help="one question (default: interactive)")
+    p.add_argument("--tokenizer", default="world", help="world | bytes | PATH to a vocabulary file")
+    p.add_argument("--sequence-id", type=int, default=None, help="default: random")
+    add_sampling_args(p)
+    p.set_defaults(func=cmd_triton_chat)
+
+
+def _tokenizer(name: str):
+    if name == "bytes":
+        return ByteTokenizer()
+    return load_tokenizer(None if name == "world" else name)
+
+
+def cmd_triton_chat(args) -> int:
+    transport = (GrpcTransport if args.protocol == "grpc" else HttpTransport)(args.url, args.model)
+    chat = TritonChat(transport, _tokenizer(args.tokenizer), sampling_from_args(args), args.sequence_id)
+    questions = [args.prompt] if args.prompt is not None else None
+    try:
+        while True:
+            if questions is not None:
+                if not questions:
+                    break
+                q = questions.pop()
+            else:
+                try:
+                    q = input("User: ")
+                except EOFError:
+                    break
+            sys.stdout.write("Assistant:")
+            for text in chat.ask(q):
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+    finally:
+        chat.close()
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vrwkv_edge.serving.triton_client", description=__doc__.split("\n")[0])
+    add_client_args(p)
+    return run_command(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
