@@ -1,9 +1,11 @@
 // torch.library binding of the WKV kernels: schemas, the CPU implementation (and the CUDA one when built with
-// VRWKV_WITH_CUDA).  Fake (meta) implementations and autograd are registered from Python
-// (vrwkv_edge/native/ops.py).  Each function checks shapes, makes the inputs contiguous, fills the framework-free
-// params and calls the kernel for the tensors' device.
+// VRWKV_WITH_CUDA), and autograd in C++ (no Python on the decode path).  Fake (meta) implementations are registered
+// from Python (vrwkv_edge/native/ops.py).  Each function checks shapes, makes the inputs contiguous, fills the
+// framework-free params and calls the kernel for the tensors' device.  Token inputs are [B, T, H, N], or [B, H, N]
+// for one decode step (y then has that shape too).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include "vrwkv/kernels.h"
@@ -31,16 +33,17 @@ DType dtype_of(const Tensor& t) {
     }
 }
 
-// The token inputs [B, T, H, N] (one dtype) and the fp32 state [B, H, N, N]; returns them contiguous.
+// The token inputs [B, T, H, N] or [B, H, N] (one dtype) and the fp32 state [B, H, N, N]; returns them contiguous.
 std::vector<Tensor> token_inputs(const char* op, std::vector<Tensor> xs, const Tensor& state) {
-    TORCH_CHECK(xs[0].dim() == 4, op, ": token inputs must be [B, T, H, N], got ", xs[0].sizes());
+    const auto dim = xs[0].dim();
+    TORCH_CHECK(dim == 4 || dim == 3, op, ": token inputs must be [B, T, H, N] or [B, H, N], got ", xs[0].sizes());
     for (auto& x : xs) {
         TORCH_CHECK(x.sizes() == xs[0].sizes(), op, ": token inputs differ in shape: ", x.sizes(), " vs ", xs[0].sizes());
         TORCH_CHECK(x.scalar_type() == xs[0].scalar_type(), op, ": token inputs differ in dtype");
         TORCH_CHECK(x.device() == xs[0].device(), op, ": inputs on different devices");
         x = x.contiguous();
     }
-    const auto B = xs[0].size(0), H = xs[0].size(2), N = xs[0].size(3);
+    const auto B = xs[0].size(0), H = xs[0].size(-2), N = xs[0].size(-1);
     TORCH_CHECK(state.scalar_type() == at::kFloat && state.sizes() == at::IntArrayRef({B, H, N, N}), op,
                 ": state must be float32 [B, H, N, N] = [", B, ", ", H, ", ", N, ", ", N, "], got ", state.scalar_type(),
                 " ", state.sizes());
@@ -50,9 +53,10 @@ std::vector<Tensor> token_inputs(const char* op, std::vector<Tensor> xs, const T
 
 void fill_common(WkvCommonParams& p, const std::vector<Tensor>& xs) {
     const Tensor& r = xs[0];
-    p.B = int(r.size(0)), p.T = int(r.size(1)), p.H = int(r.size(2)), p.N = int(r.size(3));
+    const bool step = r.dim() == 3;
+    p.B = int(r.size(0)), p.T = step ? 1 : int(r.size(1)), p.H = int(r.size(-2)), p.N = int(r.size(-1));
     p.dtype = dtype_of(r);
-    p.stride_b = r.stride(0), p.stride_t = r.stride(1), p.stride_h = r.stride(2);
+    p.stride_b = r.stride(0), p.stride_t = step ? 0 : r.stride(1), p.stride_h = r.stride(-2);
 }
 
 Tensor f32(const Tensor& like, at::IntArrayRef sizes) { return at::empty(sizes, like.options().dtype(at::kFloat)); }
@@ -85,7 +89,7 @@ Tensor workspace_for(const Tensor& like, const WkvCommonParams& p) {
 std::tuple<Tensor, Tensor> wkv6(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w_log,
                                 const Tensor& u, const Tensor& state) {
     auto xs = token_inputs("vrwkv::wkv6", {r, k, v, w_log}, state);
-    TORCH_CHECK(u.sizes() == r.sizes().slice(2) && u.scalar_type() == r.scalar_type(),
+    TORCH_CHECK(u.sizes() == r.sizes().slice(r.dim() - 2) && u.scalar_type() == r.scalar_type(),
                 "vrwkv::wkv6: u must be [H, N] of the inputs' dtype");
     const Tensor uc = u.contiguous(), s = state.contiguous();
     Tensor y = f32(r, r.sizes()), s_out = at::empty_like(s);
@@ -107,7 +111,7 @@ std::vector<Tensor> wkv6_backward(const Tensor& r, const Tensor& k, const Tensor
     fill_common(p, xs);
     std::vector<Tensor> g;
     for (int i = 0; i < 4; ++i) g.push_back(f32(r, r.sizes()));
-    Tensor du = f32(r, {p.B, p.H, p.N}), ds = at::empty_like(s), ws = workspace_for(r, p);
+    Tensor du = f32(r, {int64_t(p.B), int64_t(p.H), int64_t(p.N)}), ds = at::empty_like(s), ws = workspace_for(r, p);
     p.r = xs[0].data_ptr(), p.k = xs[1].data_ptr(), p.v = xs[2].data_ptr(), p.w_log = xs[3].data_ptr();
     p.u = uc.data_ptr(), p.state_in = s.data_ptr<float>(), p.dy = dyc.data_ptr<float>();
     p.dstate_out = dsc.data_ptr<float>();
@@ -177,6 +181,50 @@ Tensor bi_wkv(const Tensor& w, const Tensor& u, const Tensor& k, const Tensor& v
     return y;
 }
 
+// Autograd of an op (inputs...) -> (y, state) with a backward op (inputs..., dy, dstate) -> gradients of the inputs
+// (fp32, cast back to each input's dtype).  Both are called through the dispatcher, below autograd, so that fake
+// tensors (torch.compile) reach the fake kernels.
+template <const char* Forward, const char* Backward>
+struct WkvFunction : public torch::autograd::Function<WkvFunction<Forward, Backward>> {
+    static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, at::TensorList xs) {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        ctx->save_for_backward(xs.vec());
+        static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(Forward, "");
+        torch::jit::Stack stack(xs.begin(), xs.end());
+        op.callBoxed(&stack);
+        return {stack[0].toTensor(), stack[1].toTensor()};
+    }
+    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                   torch::autograd::variable_list grads) {
+        const auto xs = ctx->get_saved_variables();
+        const Tensor& y_like = xs.front();
+        const Tensor& state = xs.back();
+        torch::jit::Stack stack(xs.begin(), xs.end());
+        stack.emplace_back(grads[0].defined() ? grads[0] : at::zeros_like(y_like, y_like.options().dtype(at::kFloat)));
+        stack.emplace_back(grads[1].defined() ? grads[1] : at::zeros_like(state));
+        static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(Backward, "");
+        op.callBoxed(&stack);
+        auto g = stack[0].toTensorVector();
+        for (size_t i = 0; i < g.size(); ++i) g[i] = g[i].to(xs[i].scalar_type());
+        return g;
+    }
+};
+
+constexpr char kWkv6[] = "vrwkv::wkv6", kWkv6Backward[] = "vrwkv::wkv6_backward";
+constexpr char kWkv7[] = "vrwkv::wkv7", kWkv7Backward[] = "vrwkv::wkv7_backward";
+
+std::tuple<Tensor, Tensor> wkv6_autograd(const Tensor& r, const Tensor& k, const Tensor& v, const Tensor& w_log,
+                                         const Tensor& u, const Tensor& state) {
+    auto out = WkvFunction<kWkv6, kWkv6Backward>::apply(at::TensorList({r, k, v, w_log, u, state}));
+    return {out[0], out[1]};
+}
+
+std::tuple<Tensor, Tensor> wkv7_autograd(const Tensor& r, const Tensor& w_log, const Tensor& k, const Tensor& v,
+                                         const Tensor& a, const Tensor& b, const Tensor& state) {
+    auto out = WkvFunction<kWkv7, kWkv7Backward>::apply(at::TensorList({r, w_log, k, v, a, b, state}));
+    return {out[0], out[1]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(vrwkv, m) {
@@ -195,6 +243,11 @@ TORCH_LIBRARY_IMPL(vrwkv, CPU, m) {
     m.impl("wkv7", &wkv7);
     m.impl("wkv7_backward", &wkv7_backward);
     m.impl("bi_wkv", &bi_wkv);
+}
+
+TORCH_LIBRARY_IMPL(vrwkv, Autograd, m) {
+    m.impl("wkv6", &wkv6_autograd);
+    m.impl("wkv7", &wkv7_autograd);
 }
 
 #ifdef VRWKV_WITH_CUDA

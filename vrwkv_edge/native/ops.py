@@ -3,8 +3,9 @@ pure-PyTorch ops (:mod:`vrwkv_edge.ops.wkv6`, :mod:`~vrwkv_edge.ops.wkv7`, :mod:
 
 Imported by :mod:`vrwkv_edge.native` after the built library is loaded (the ``torch.ops.vrwkv`` schemas come from
 it).  Ops: ``vrwkv::wkv6`` / ``vrwkv::wkv7`` (``[B, T, H, N]`` inputs of one dtype, fp32 state in, ``(y fp32,
-new state)`` out; T = 1 is the decode step) with autograd through ``vrwkv::wkv6_backward`` / ``wkv7_backward``
-(gradients of every input including the initial state), and ``vrwkv::bi_wkv`` (Vision-RWKV v1, forward only).
+new state)`` out; ``[B, H, N]`` inputs are one decode step) with autograd (registered in C++) through
+``vrwkv::wkv6_backward`` / ``wkv7_backward`` (gradients of every input including the initial state), and
+``vrwkv::bi_wkv`` (Vision-RWKV v1, forward only).
 """
 from __future__ import annotations
 
@@ -55,52 +56,35 @@ def _bi_wkv_fake(w, u, k, v):
     return _f32(k)
 
 
-def _save_inputs(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _backward(op):
-    def backward(ctx, dy: Optional[Tensor], dstate: Optional[Tensor]):
-        inputs = ctx.saved_tensors
-        y_like, state = inputs[0], inputs[-1]
-        dy = torch.zeros_like(y_like, dtype=torch.float32) if dy is None else dy
-        dstate = torch.zeros_like(state) if dstate is None else dstate
-        grads = op(*inputs, dy, dstate)
-        return tuple(g.to(x.dtype) for g, x in zip(grads, inputs))
-    return backward
-
-
-torch.library.register_autograd("vrwkv::wkv6", _backward(OPS.wkv6_backward), setup_context=_save_inputs)
-torch.library.register_autograd("vrwkv::wkv7", _backward(OPS.wkv7_backward), setup_context=_save_inputs)
-
-
 # ---- the WkvImpl entry points: the pure-PyTorch ops' signatures and results ---------------------------------------
+
+def _as(dt: torch.dtype, *xs: Tensor) -> list[Tensor]:
+    return [x if x.dtype == dt else x.to(dt) for x in xs]
+
 
 def wkv6_seq(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, state: Tensor,
              chunk_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """Like :func:`vrwkv_edge.ops.wkv6.wkv6_chunked`; ``chunk_size`` is accepted and ignored (the kernels stage
-    tokens in chunks of their own)."""
+    tokens in chunks of their own).  With [B, H, N] inputs it is the decode step (:func:`wkv6_step`)."""
     dt = kernel_dtype(r, k, v, w_log, u)
-    return OPS.wkv6(r.to(dt), k.to(dt), v.to(dt), w_log.to(dt), u.to(dt), state.float())
+    return OPS.wkv6(*_as(dt, r, k, v, w_log, u), state if state.dtype == torch.float32 else state.float())
 
 
 def wkv6_step(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-    y, state = wkv6_seq(r.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), w_log.unsqueeze(1), u, state)
-    return y.squeeze(1), state
+    return wkv6_seq(r, k, v, w_log, u, state)
 
 
 def wkv7_seq(r: Tensor, w_log: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state: Tensor,
              chunk_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
     """Like :func:`vrwkv_edge.ops.wkv7.wkv7_chunked` (any log decay, no chunk-form bound); ``chunk_size`` is
-    accepted and ignored."""
+    accepted and ignored.  With [B, H, N] inputs it is the decode step (:func:`wkv7_step`)."""
     dt = kernel_dtype(r, w_log, k, v, a, b)
-    return OPS.wkv7(*(x.to(dt) for x in (r, w_log, k, v, a, b)), state.float())
+    return OPS.wkv7(*_as(dt, r, w_log, k, v, a, b), state if state.dtype == torch.float32 else state.float())
 
 
 def wkv7_step(r: Tensor, w_log: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor,
               state: Tensor) -> tuple[Tensor, Tensor]:
-    y, state = wkv7_seq(*(x.unsqueeze(1) for x in (r, w_log, k, v, a, b)), state)
-    return y.squeeze(1), state
+    return wkv7_seq(r, w_log, k, v, a, b, state)
 
 
 def bi_wkv6(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, chunk_size: Optional[int] = None) -> Tensor:

@@ -21,17 +21,18 @@ void load_tok6(Tok6<N>& x, const Wkv6Params& p, int b, int t, int h) {
 // y = r^T (S + diag(u) k v^T) when y is given (reading S before the update), then S = diag(w) S + k v^T.
 template <int N>
 void wkv6_update(float* S, const Tok6<N>& x, const float* u, float* y) {
-    if (y) {
-        float ruk = 0.f;
-        for (int i = 0; i < N; ++i) ruk += x.r[i] * u[i] * x.k[i];
-        for (int j = 0; j < N; ++j) y[j] = ruk * x.v[j];
-    }
+    alignas(64) float acc[N] = {};                  // a local accumulator stays in registers (y may alias S)
     for (int i = 0; i < N; ++i) {
         float* row = S + i * N;
-        if (y) axpy<N>(y, x.r[i], row);
+        if (y) axpy<N>(acc, x.r[i], row);
         const float wi = x.w[i], ki = x.k[i];
         VRWKV_SIMD
         for (int j = 0; j < N; ++j) row[j] = row[j] * wi + ki * x.v[j];
+    }
+    if (y) {
+        float ruk = 0.f;
+        for (int i = 0; i < N; ++i) ruk += x.r[i] * u[i] * x.k[i];
+        for (int j = 0; j < N; ++j) y[j] = acc[j] + ruk * x.v[j];
     }
 }
 
@@ -48,7 +49,8 @@ void wkv6_forward_cpu(const Wkv6Params& p, const ParallelFor& pf) {
         constexpr int N = decltype(n)::value;
         using In = decltype(in);
         const int64_t bh = int64_t(b) * p.H + h;
-        alignas(64) float S[N * N], u[N];
+        float* S = p.state_out + bh * N * N;           // updated in place: no copy out
+        alignas(64) float u[N];
         Tok6<N> x;
         load_u<N, In>(u, p, h);
         load_state<N>(S, p.state_in, bh);
@@ -56,7 +58,6 @@ void wkv6_forward_cpu(const Wkv6Params& p, const ParallelFor& pf) {
             load_tok6<N, In>(x, p, b, t, h);
             wkv6_update<N>(S, x, u, out_ptr(p.y, p, b, t, h));
         }
-        std::memcpy(p.state_out + bh * N * N, S, sizeof S);
     });
 }
 

@@ -24,16 +24,18 @@ void load_tok7(Tok7<N>& x, const Wkv7Params& p, int b, int t, int h) {
 // S = diag(w) S + b (a^T S) + k v^T, in place; y = S^T r when y is given.
 template <int N>
 void wkv7_update(float* S, const Tok7<N>& x, float* y) {
-    alignas(64) float sa[N] = {};
+    // sa and y accumulate in locals (registers): through the y pointer, which may alias S, every row would be a
+    // store-to-load round trip.
+    alignas(64) float sa[N] = {}, acc[N] = {};
     for (int i = 0; i < N; ++i) axpy<N>(sa, x.a[i], S + i * N);
-    if (y) std::fill(y, y + N, 0.f);
     for (int i = 0; i < N; ++i) {
         float* row = S + i * N;
         const float wi = x.w[i], bi = x.b[i], ki = x.k[i];
         VRWKV_SIMD
         for (int j = 0; j < N; ++j) row[j] = row[j] * wi + bi * sa[j] + ki * x.v[j];
-        if (y) axpy<N>(y, x.r[i], row);
+        if (y) axpy<N>(acc, x.r[i], row);
     }
+    if (y) std::copy(acc, acc + N, y);
 }
 
 }  // namespace
@@ -43,14 +45,13 @@ void wkv7_forward_cpu(const Wkv7Params& p, const ParallelFor& pf) {
         constexpr int N = decltype(n)::value;
         using In = decltype(in);
         const int64_t bh = int64_t(b) * p.H + h;
-        alignas(64) float S[N * N];
+        float* S = p.state_out + bh * N * N;           // updated in place: no copy out
         Tok7<N> x;
         load_state<N>(S, p.state_in, bh);
         for (int t = 0; t < p.T; ++t) {
             load_tok7<N, In>(x, p, b, t, h);
             wkv7_update<N>(S, x, out_ptr(p.y, p, b, t, h));
         }
-        std::memcpy(p.state_out + bh * N * N, S, sizeof S);
     });
 }
 

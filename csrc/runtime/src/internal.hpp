@@ -2,6 +2,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "json.hpp"
@@ -20,6 +21,7 @@ struct Model::Impl {
   const ort::Lib* lib = nullptr;
   OrtSessionOptions* options = nullptr;
   std::map<std::string, OrtSession*> sessions;
+  std::mutex mutex;  // sessions are created lazily; Sessions on several threads may ask at once
 
   // The session of a graph kind, created (and checked against the metadata) on first use.
   OrtSession* session(const std::string& kind);

@@ -334,6 +334,7 @@ std::string shape_str(const std::vector<int64_t>& d) {
 }  // namespace
 
 OrtSession* Model::Impl::session(const std::string& kind) {
+  std::lock_guard<std::mutex> lock(mutex);
   auto it = sessions.find(kind);
   if (it != sessions.end()) return it->second;
   const OrtApi& api = ort::api();

@@ -256,8 +256,9 @@ std::vector<PromptItem> question_prompt(const Tokenizer& tok, const std::string&
 std::vector<int32_t> followup_ids(const Tokenizer& tok, const std::string& question);
 
 // Prefills prompt items with images (image i = images[slot]).  `cache` (optional) keeps the state right after
-// each image keyed by (every item before it, image content hash) and resumes from the longest cached prefix
-// when the session starts from the zero state.
+// each image keyed by (every item before it, image content hash; a 64-bit FNV-1a chain) and resumes from the
+// longest cached prefix when the session starts from the zero state.  A cache belongs to one model.
+// Threads: a Model may be shared by Sessions on several threads; a Session, Sampler or cache by one at a time.
 class ImageStateCache {
  public:
   explicit ImageStateCache(size_t max_entries = 4) : max_(max_entries ? max_entries : 1) {}
