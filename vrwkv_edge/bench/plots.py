@@ -33,6 +33,8 @@ def plot_all(results: dict, out_dir: Path, stem: str) -> list[Path]:
         paths.append(_plot_ttft(plt, results["ttft"], out_dir, stem, title))
     if results.get("vision_towers"):
         paths.append(_plot_towers(plt, results["vision_towers"], out_dir, stem, title))
+    if results.get("streams"):
+        paths.append(plot_streams(results["streams"]["rows"], Path(out_dir) / f"{stem}_streams.png", title))
     return paths
 
 
@@ -138,3 +140,33 @@ def _plot_towers(plt, rows: list[dict], out_dir: Path, stem: str, title: str) ->
     _save(fig, path)
     plt.close(fig)
     return path
+
+
+def plot_streams(rows: list[dict], path: Path, title: str) -> Path:
+    """Aggregate decode tokens/s and per-stream latency against the number of concurrent streams, one line per
+    backend (``vrwkv_edge.serving.streams`` rows)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for label, pts in _series(rows, "backend", "aggregate_tokens_per_s", x="streams").items():
+        axes[0].plot(*zip(*pts), marker="o", label=label)
+        for x, y in pts:
+            axes[0].annotate(f" {y:.0f}", (x, y), fontsize=7)
+    for label, pts in _series(rows, "backend", "per_stream_latency_ms", x="streams").items():
+        axes[1].plot(*zip(*pts), marker="o", label=label)
+    ticks = sorted({r["streams"] for r in rows})
+    for ax, ylabel in zip(axes, ("aggregate decode tokens/s", "per-stream latency (ms per token, median)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("concurrent streams (batch rows)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"continuous batching: one decode step serves every stream\n{title}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return Path(path)

@@ -49,18 +49,21 @@ import torch
 
 from ..checkpoint import save_checkpoint
 from ..config import LM_PRESETS, preset
+from ..loading import load_model
 from ..models import build_model
 from .harness import (machine_info, markdown_table, peak_rss_bytes, release_memory, rss_bytes, time_fn,
                       weight_bytes_per_token, write_json)
 from .vision import QUESTION, TTFT_STAGES, synthetic_photo, tower_label, ttft_lm_config
 from vrwkv_edge.export import load_onnx_model
 from .plots import plot_all
+from ..serving.streams import measure_streams, memory_rows, STREAMS
 
 BACKENDS = ["torch", "torch-compile", "rwkv-pkg", "ort-fp32", "ort-fp16", "ort-int8"]
 # Suites --skip can leave out: "decode" (every backend's decode and the step profile), "transformer" (the Llama
 # comparison), "prefill" (the whole prefill suite), "stepwise" (only its token-by-token rows, which cost
-# ~prefill_lengths decode steps per run: minutes per run for a 1.5B model), "towers", "ttft".
-SKIPPABLE = ("decode", "transformer", "prefill", "stepwise", "towers", "ttft")
+# ~prefill_lengths decode steps per run: minutes per run for a 1.5B model), "towers", "ttft", "streams" (aggregate
+# tokens/s against concurrent streams through the continuous batcher, vrwkv_edge.serving.streams).
+SKIPPABLE = ("decode", "transformer", "prefill", "stepwise", "towers", "ttft", "streams")
 # Tower jobs: the families VisualRWKV uses at their released sizes; Vision-RWKV at 224 (its training size) and
 # 448 px (4x the tokens: its linear cost in tokens is what makes higher resolutions affordable on the edge).
 FULL_TOWERS = [
@@ -77,16 +80,19 @@ FULL = {"preset": "rwkv7-0.1b", "contexts": [1, 1024, 4096, 16384], "transformer
         # 1.6B shape: --ttft-lm rwkv6-1.6b)
         "towers": FULL_TOWERS, "ttft_lm": "rwkv6-0.1b", "ttft_clip": "openai/clip-vit-large-patch14-336",
         "vision_worker_per_job": True,       # one process per tower / TTFT: each one's memory is its own
+        "streams": list(STREAMS), "stream_steps": 16,
         "threads": None, "skip": []}         # threads None: torch's default (all cores)
 QUICK = {"preset": "rwkv7-tiny", "contexts": [1, 64], "transformer_contexts": [64, 256], "steps": 3,
          "prefill_lengths": [40], "repeats": 1, "backends": ["torch"],
          "towers": QUICK_TOWERS, "ttft_lm": "tiny", "ttft_clip": "tiny",      # = vrwkv_edge.visualrwkv.builders.tiny_v6
          "vision_worker_per_job": False,     # one process for all: a process start costs more than the tiny runs
          # one thread: for tiny ops OpenMP threads only add synchronisation, which costs 100x on a busy machine
+         # streams: none unless asked for (--streams 1,2,4): a quick run stays what it was
+         "streams": [], "stream_steps": 3,
          "threads": 1, "skip": []}
 # run_bench keyword overrides of plan entries and the flags that set them (for the recorded command)
 OPTION_FLAGS = {"contexts": "--contexts", "steps": "--steps", "repeats": "--repeats", "skip": "--skip",
-                "threads": "--threads", "ttft_lm": "--ttft-lm"}
+                "threads": "--threads", "ttft_lm": "--ttft-lm", "streams": "--streams"}
 BLOCK = 1024           # prefill block: activation memory stays bounded whatever the context
 MIB = 2 ** 20
 
@@ -239,6 +245,23 @@ def _profile_step(model, top: int = 8) -> list[dict]:
              "share": e.self_cpu_time_total / total} for e in events[:top]]
 
 
+def _streams_suite(plan: dict, ckpt: str, onnx_dirs: dict, log) -> list[dict]:
+    """Aggregate tokens/s and per-stream latency against concurrent streams, per backend (torch and the ORT
+    exports made for the run), in this process, one backend loaded at a time."""
+    rows = []
+    for b in plan["backends"]:
+        if b not in ("torch", *onnx_dirs):
+            continue
+        model = load_model(ckpt) if b == "torch" else load_onnx_model(onnx_dirs[b])
+        for r in measure_streams(model, plan["streams"], steps=plan["stream_steps"], label=b):
+            rows.append(r)
+            log(f"  {b:>9} x {r['streams']:>3} streams: {r['aggregate_tokens_per_s']:8.1f} tokens/s, "
+                f"{r['per_stream_latency_ms']:7.1f} ms/token per stream")
+        del model
+        release_memory()
+    return rows
+
+
 def _vision_suites(plan: dict, tmp: Path, log, failures: list) -> tuple[list[dict], Optional[dict]]:
     """Tower latency and TTFT in worker processes: one per job (full) or one for all (quick)."""
     towers = [] if "towers" in plan["skip"] else list(plan["towers"])
@@ -290,7 +313,7 @@ def run_bench(quick: bool = False, out_dir: Optional[Path] = None, preset_name: 
     and plots to ``out_dir`` if given.  ``command``: the command line to record (default: rebuilt from the
     arguments)."""
     plan = make_plan(quick, preset_name, backends, overrides)
-    skip = set(plan["skip"])
+    skip = set(plan["skip"]) | (set() if plan["streams"] else {"streams"})
     command = command or cli_command(quick, plan, overrides)
     grad, threads = torch.is_grad_enabled(), torch.get_num_threads()
     torch.set_grad_enabled(False)
@@ -307,8 +330,8 @@ def _run(plan: dict, skip: set, quick: bool, out_dir: Optional[Path], command: s
     started = time.perf_counter()
     info = machine_info()
     cfg = preset(plan["preset"])
-    lm_suites = not {"decode", "transformer", "prefill"} <= skip
-    decode, comparison, prefill, profile, exports, failures = [], [], [], [], [], []
+    lm_suites = not {"decode", "transformer", "prefill", "streams"} <= skip
+    decode, comparison, prefill, profile, exports, failures, streams = [], [], [], [], [], [], []
     model = build_model(cfg).init_random_(0).eval()
     n_params = model.num_parameters()
     bytes_per_token = weight_bytes_per_token(model)
@@ -339,7 +362,7 @@ def _run(plan: dict, skip: set, quick: bool, out_dir: Optional[Path], command: s
         release_memory()
 
         onnx_dirs = {}
-        ort = [] if "decode" in skip else [b for b in plan["backends"] if b.startswith("ort-")]
+        ort = [] if {"decode", "streams"} <= skip else [b for b in plan["backends"] if b.startswith("ort-")]
         if "prefill" not in skip and "ort-fp32" in plan["backends"] and "ort-fp32" not in ort:
             ort.append("ort-fp32")
         for b in ort:
@@ -397,6 +420,10 @@ def _run(plan: dict, skip: set, quick: bool, out_dir: Optional[Path], command: s
                     comparison.append(r)
                     log(f"  compare {b:>6} @ {L:>6}: {r['ms_per_token']:8.2f} ms/token, RSS {r['rss_mib']:7.0f} MiB")
 
+        if "streams" not in skip:
+            log("streams: aggregate tokens/s against concurrent streams (continuous batching)")
+            streams = _streams_suite(plan, ckpt, onnx_dirs, log)
+
         if not {"towers", "ttft"} <= skip:
             log("vision: tower latency and time to first token")
         towers, ttft = _vision_suites(plan, tmp, log, failures)
@@ -411,6 +438,7 @@ def _run(plan: dict, skip: set, quick: bool, out_dir: Optional[Path], command: s
                "weight_bytes_per_token": bytes_per_token, "speed_of_light_tokens_per_s": sol_tokens_per_s,
                "decode": decode, "transformer_comparison": comparison, "prefill": prefill,
                "decode_profile_torch": profile, "exports": exports, "vision_towers": towers, "ttft": ttft,
+               "streams": {"rows": streams, "memory": memory_rows(cfg)} if streams else None,
                "memory": _memory_summary(peak_rss_bytes() / MIB, workers), "failures": failures,
                "plan": plan, "skipped": sorted(skip),
                "command": command, "wall_s": time.perf_counter() - started}
@@ -445,6 +473,10 @@ def tables(r: dict) -> dict:
     out["profile"] = markdown_table([{"op": x["op"], "ms/step": x["self_ms_per_step"],
                                       "share": f"{100 * x['share']:.1f}%"}
                                      for x in r["decode_profile_torch"]]) if r["decode_profile_torch"] else ""
+    out["streams"] = markdown_table([
+        {"backend": x["backend"], "streams": x["streams"], "aggregate tokens/s": x["aggregate_tokens_per_s"],
+         "per-stream ms/token": x["per_stream_latency_ms"], "min": x["step_ms_min"], "max": x["step_ms_max"]}
+        for x in r["streams"]["rows"]]) if r.get("streams") else ""
     out["exports"] = markdown_table([{"backend": x["backend"], "export s": x["export_s"], "MiB on disk": x["disk_mib"],
                                       "peak RSS MiB": x["peak_rss_mib"]} for x in r["exports"]]) if r["exports"] else ""
     out["vision_towers"] = markdown_table([
@@ -492,6 +524,14 @@ def render_markdown(r: dict) -> str:
     lines += _section("RWKV vs a Transformer with a KV cache (same depth, width, vocabulary)",
                       r["tables"]["transformer_comparison"], "transformer" in skipped)
     lines += _section("Prefill throughput", r["tables"]["prefill"], "prefill" in skipped)
+    sm = (r.get("streams") or {}).get("memory")
+    lines += _section(
+        "Concurrent streams (continuous batching)", r["tables"]["streams"], "streams" in skipped,
+        "One batched decode step per engine step for every stream (prefill not timed); per-stream ms/token = the "
+        "step time. " + (f"State per stream {sm['state_mib_per_stream']:.2f} MiB whatever the context; a same-shape "
+                         f"Transformer's fp32 KV cache: " + ", ".join(f"{v:.0f} MiB at {k}" for k, v in
+                                                                    sm["kv_cache_mib_per_stream"].items())
+                         + " tokens." if sm else ""))
     if r["tables"]["exports"]:
         lines += _section("ONNX exports (each in its own process)", r["tables"]["exports"], False)
     lines += _section("Where a PyTorch decode step spends its time (torch.profiler, self CPU)", r["tables"]["profile"],
@@ -543,6 +583,8 @@ def add_bench_cli(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None, help="timed decode steps per worker")
     p.add_argument("--repeats", type=int, default=None, help="timed runs of prefill, towers and TTFT")
     p.add_argument("--threads", type=int, default=None, help="torch threads in every process (default: torch's)")
+    p.add_argument("--streams", type=_csv(int), default=None,
+                   help="comma list of concurrent stream counts (default 1,2,4,8,16,32)")
     p.add_argument("--ttft-lm", default=None, help=f"RWKV-6 preset of the TTFT VisualRWKV (default {FULL['ttft_lm']})")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.set_defaults(func=_cli)
@@ -551,7 +593,7 @@ def add_bench_cli(subparsers) -> None:
 def _cli(a) -> int:
     res = run_bench(a.quick, a.out, a.preset, a.backends, log=lambda s: print(s, file=sys.stderr, flush=True),
                     contexts=a.contexts, steps=a.steps, repeats=a.repeats, skip=a.skip, threads=a.threads,
-                    ttft_lm=a.ttft_lm)
+                    ttft_lm=a.ttft_lm, streams=a.streams)
     if res["failures"]:            # the results are written; the exit status still says that some are missing
         print(f"{len(res['failures'])} measurement(s) failed: " + "; ".join(f["what"] for f in res["failures"]),
               file=sys.stderr)
