@@ -177,54 +177,31 @@ int run(const Args& a) {
     if (question.empty()) throw vrwkv::Error(vrwkv::Error::Kind::Input, "the prompt is empty: nothing to condition on");
     auto t0 = Clock::now();
     std::vector<int32_t> prompt_ids;
-    const float* logits;
     if (raw) {
       prompt_ids = tok.encode(question);
-      logits = session.prefill(prompt_ids);
+      session.prefill(prompt_ids);
     } else if (first_turn) {
       std::vector<vrwkv::PromptItem> items =
           info.visual ? vrwkv::question_prompt(tok, question, info.visual_version, info.image_position, int(images.size()))
                       : std::vector<vrwkv::PromptItem>{{vrwkv::followup_ids(tok, question), -1}};
       for (auto& it : items) prompt_ids.insert(prompt_ids.end(), it.ids.begin(), it.ids.end());
-      logits = vrwkv::prefill_prompt(session, items, images, &cache);
+      vrwkv::prefill_prompt(session, items, images, &cache);
     } else {
       prompt_ids = vrwkv::followup_ids(tok, question);
-      logits = session.prefill(prompt_ids);
+      session.prefill(prompt_ids);
     }
-    (void)logits;
     auto t_prefill = Clock::now();
     double ttft = -1;
-    size_t V = session.vocab_size();
     auto on_token = [&](int32_t t, const std::string& text) {
       if (t >= 0 && ttft < 0) ttft = secs(t0, Clock::now());
       std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
       return true;
     };
-    vrwkv::GenerationResult r;
     const vrwkv::Session::Stats before = session.stats();
-    if (dump) {
-      // Same loop as vrwkv::generate, writing each row the sampler sees.
-      vrwkv::Sampler sample(a.sp, V);
-      vrwkv::TextStreamer streamer(tok);
-      r.finish_reason = "length";
-      auto g0 = Clock::now();
-      for (int n = 0; n < a.sp.max_new_tokens; ++n) {
-        const float* lg = session.logits();
-        std::fwrite(lg, sizeof(float), V, dump);
-        int32_t t = sample(lg);
-        bool stop = false;
-        for (auto s : a.sp.stop_tokens) stop |= s == t;
-        if (stop) { r.finish_reason = "stop"; break; }
-        r.tokens.push_back(t);
-        on_token(t, streamer.push(t));
-        session.decode(t);
-      }
-      std::fputs(streamer.flush().c_str(), stdout);
-      r.seconds = secs(g0, Clock::now());
-    } else {
-      r = vrwkv::generate(session, tok, a.sp, on_token);
-    }
+    vrwkv::LogitsCallback on_logits;
+    if (dump) on_logits = [&](const float* lg, size_t n) { std::fwrite(lg, sizeof(float), n, dump); };
+    vrwkv::GenerationResult r = vrwkv::generate(session, tok, a.sp, on_token, on_logits);
     std::fputs("\n", stdout);
     std::fflush(stdout);
     double prefill_s = secs(t0, t_prefill);
@@ -249,8 +226,9 @@ int run(const Args& a) {
                   ttft < 0 ? prefill_s : ttft, r.seconds, session.stats().run_seconds - before.run_seconds);
     json_turns += std::string(json_turns.empty() ? "" : ", ") + "{\"prompt_ids\": " + ids_json(prompt_ids) +
                   ", \"tokens\": " + ids_json(r.tokens) + ", \"finish_reason\": \"" + r.finish_reason + "\", " + timing + "}";
-    // Close the assistant turn with "\n\n" (261) as in training, so the next question can follow (ChatSession).
-    if (!raw && r.finish_reason == "stop") session.decode(261);
+    // Close the assistant turn with "\n\n" (261) as in training, so the next question can follow (ChatSession
+    // feeds it whatever ended the answer; a stop token itself was not fed).
+    if (!raw) session.decode(261);
     first_turn = false;
   };
 

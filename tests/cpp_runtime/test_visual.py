@@ -101,5 +101,13 @@ def test_chat_turns_and_image_state_cache(visual_export, run_chat, tmp_path):
     tok = load_tokenizer(export / "rwkv_vocab_v20230424.txt")
     assert len(turns) == 3
     assert turns[1]["prompt_ids"] == tok.encode("User: And the colour?\n\n") + tok.encode("Assistant:")
+    # the Python ChatSession on the same export: same answers to both questions (the first answer is closed
+    # with "\n\n" before the follow-up)
+    from vrwkv_edge.export import load_onnx_model
+    from vrwkv_edge.generation import SamplingParams
+    ChatSession = import_first("vrwkv_edge.visualrwkv:ChatSession", "vrwkv_edge.visual:ChatSession")
+    chat = ChatSession(load_onnx_model(export, threads=1), tok, [str(image)],
+                       SamplingParams.greedy(stop_tokens=(), max_new_tokens=3))
+    assert [chat.ask(q).tokens for q in ("What is it?", "And the colour?")] == [t["tokens"] for t in turns[:2]]
     assert turns[2]["prompt_ids"] == turns[0]["prompt_ids"] and turns[2]["tokens"] == turns[0]["tokens"]
     assert res["image_cache"] == {"hits": 1, "misses": 1}

@@ -115,7 +115,7 @@ int32_t Sampler::operator()(const float* logits) {
 }
 
 GenerationResult generate(Session& session, const Tokenizer& tok, const SamplingParams& params,
-                          const TokenCallback& on_token) {
+                          const TokenCallback& on_token, const LogitsCallback& on_logits) {
   params.validate();
   const float* logits = session.logits();
   if (!logits) throw Error(Error::Kind::Argument, "generate: nothing was prefilled (the session has no logits)");
@@ -126,6 +126,7 @@ GenerationResult generate(Session& session, const Tokenizer& tok, const Sampling
   TextStreamer streamer(tok);
   auto t0 = std::chrono::steady_clock::now();
   for (int n = 0; n < params.max_new_tokens; ++n) {
+    if (on_logits) on_logits(logits, session.vocab_size());
     int32_t t = sample(logits);
     if (std::find(params.stop_tokens.begin(), params.stop_tokens.end(), t) != params.stop_tokens.end()) {
       r.finish_reason = "stop";

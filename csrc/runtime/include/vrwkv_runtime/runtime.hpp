@@ -236,10 +236,13 @@ struct GenerationResult {
 // at the end once more with token -1 and any held-back bytes, if there are some); return false to stop.
 using TokenCallback = std::function<bool(int32_t token, const std::string& text)>;
 
+// Sees every logits row [vocab] a token is sampled from (e.g. to dump them).
+using LogitsCallback = std::function<void(const float* logits, size_t vocab)>;
+
 // Samples from the session's current logits until a stop token (not fed) or max_new_tokens; every emitted token
 // is fed to the model, as vrwkv_edge.generation.generate_stream does.
 GenerationResult generate(Session& session, const Tokenizer& tok, const SamplingParams& params,
-                          const TokenCallback& on_token = {});
+                          const TokenCallback& on_token = {}, const LogitsCallback& on_logits = {});
 
 // ---- prompts -----------------------------------------------------------------------------------------------
 // A prompt as token chunks and image slots (vrwkv_edge.visualrwkv.prompts.VisualPrompt).
