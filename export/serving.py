@@ -11,8 +11,11 @@ rewrites an exported decode graph (any precision, int8 included; no re-export fr
              past_key_values.{i}.shift_att|wkv|shift_ffn   float32, as in decode.onnx
     outputs  logits float32 [batch, V],  present.{i}.*     float32, as in decode.onnx
 
-and computes, per batch row ``b``::
+With ``embeds=True`` (VisualRWKV exports) the graph also takes ``inputs_embeds float32 [batch, C]``: a row whose
+``input_ids`` is negative enters its embedding row instead of a token (images and other precomputed
+embeddings go through the same stateful model, one embedding per request; a text row sends zeros there).
 
+and computes, per batch row ``b``::
     state_b   = START_b ? 0 : past_b          (a Where, not a multiply: fresh memory may hold NaN)
     logits_b, new_b = decode(READY_b ? input_ids_b : 0, state_b)
     present_b = READY_b ? new_b : state_b     (a slot without a request keeps its state)
@@ -61,7 +64,7 @@ def _rename_uses(graph, mapping: dict[str, str]) -> None:
                     _rename_uses(g, mapping)
 
 
-def serving_decode_graph(decode, n_layer: int, *, corrid: bool = True):
+def serving_decode_graph(decode, n_layer: int, n_embd: int, *, corrid: bool = True, embeds: bool = False):
     """The serving variant (module docstring) of an exported decode ``onnx.ModelProto``; returns a new proto.
     External weights keep their references (the caller places the data file beside the result)."""
     import onnx
@@ -96,7 +99,10 @@ def serving_decode_graph(decode, n_layer: int, *, corrid: bool = True):
                 for name, dt, _ in CONTROLS if corrid or name != "CORRID"]
     old_inputs = list(g.input)
     del g.input[:]
-    g.input.extend([old_inputs[0]] + controls + old_inputs[1:])
+    extra = [helper.make_tensor_value_info("inputs_embeds", TensorProto.FLOAT, ["batch", n_embd])] if embeds else []
+    g.input.extend([old_inputs[0]] + extra + controls + old_inputs[1:])
+    if embeds:
+        _add_embeds_entry(g)
 
     pre = [
         helper.make_node("Constant", [], ["serving.zero_f"], value=helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])),
@@ -130,7 +136,35 @@ def serving_decode_graph(decode, n_layer: int, *, corrid: bool = True):
     return proto
 
 
-def write_serving_decode(export_dir: PathLike, out_file: PathLike, *, corrid: bool = True) -> list[Path]:
+def _add_embeds_entry(g) -> None:
+    """``stem.x = ids >= 0 ? emb[max(ids, 0)] : inputs_embeds`` in place of the stem's ``Gather``."""
+    from onnx import TensorProto, helper
+
+    gathers = [n for n in g.node if n.op_type == "Gather" and list(n.output) == ["stem.x"]]
+    emb = {t.name: t for t in g.initializer}.get(gathers[0].input[0]) if len(gathers) == 1 else None
+    if emb is None:
+        raise ArtefactError("the decode graph has no embedding stem (a Gather of emb.weight into 'stem.x'): "
+                            "cannot add the inputs_embeds entry")
+    gather = gathers[0]
+    gather.output[0] = "serving.stem.x_ids"
+    pos = list(g.node).index(gather)
+    nodes = [
+        helper.make_node("Constant", [], ["serving.zero_i.stem"], value=helper.make_tensor("zs", TensorProto.INT64, [], [0])),
+        helper.make_node("Max", ["serving.input_ids", "serving.zero_i.stem"], ["serving.ids_clamped"]),
+        helper.make_node("GreaterOrEqual", ["serving.input_ids", "serving.zero_i.stem"], ["serving.is_token"]),
+        helper.make_node("Unsqueeze", ["serving.is_token", "serving.axis1"], ["serving.is_token2"]),
+        helper.make_node("Cast", ["inputs_embeds"], ["serving.stem.x_embeds"], to=emb.data_type),
+    ]
+    gather.input[1] = "serving.ids_clamped"
+    select = helper.make_node("Where", ["serving.is_token2", "serving.stem.x_ids", "serving.stem.x_embeds"], ["stem.x"])
+    axis = helper.make_node("Constant", [], ["serving.axis1"], value_ints=[1])
+    rest = list(g.node)
+    del g.node[:]
+    g.node.extend(rest[:pos] + [axis] + nodes + [rest[pos], select] + rest[pos + 1:])
+
+
+def write_serving_decode(export_dir: PathLike, out_file: PathLike, *, corrid: bool = True,
+                         embeds: bool = False) -> list[Path]:
     """Writes the serving variant of ``export_dir``'s decode graph to ``out_file`` (atomically) and copies the
     decode graph's external weight files, if any, beside it.  Returns the files written."""
     import onnx
@@ -143,7 +177,7 @@ def write_serving_decode(export_dir: PathLike, out_file: PathLike, *, corrid: bo
         decode = onnx.load(str(src), load_external_data=False)
     except Exception as e:                            # protobuf raises DecodeError and friends
         raise ArtefactError(f"{src}: cannot be read as an ONNX model (corrupt or truncated?): {e}") from e
-    proto = serving_decode_graph(decode, cfg.n_layer, corrid=corrid)
+    proto = serving_decode_graph(decode, cfg.n_layer, cfg.n_embd, corrid=corrid, embeds=embeds)
     out_file = Path(out_file)
     written = []
     data_files = sorted({e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"})

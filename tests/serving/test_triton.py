@@ -224,3 +224,71 @@ def test_tensorrt_repository_takes_an_engine(serving_export, tmp_path):
     assert c.platform == "tensorrt_plan" and (out / "rwkv" / "1" / "model.plan").read_bytes() == engine.read_bytes()
     assert "CORRID" not in {ci.name for ci in c.sequence_batching.control_input}
     assert check_repository(out) == ["rwkv"]
+
+
+@pytest.fixture(scope="module")
+def embeds_repo(serving_export, tmp_path_factory):
+    return write_triton_repository(serving_export, tmp_path_factory.mktemp("triton") / "repo", name="rwkv",
+                                   options=OPTIONS, embeds=True)
+
+
+def test_embeddings_entry_mixes_tokens_and_embedding_rows(embeds_repo, serving_model):
+    from vrwkv_edge.serving.emulator import SequenceBatcherEmulator, SequenceRequest
+
+    c = parse_config(embeds_repo / "rwkv" / "config.pbtxt")
+    assert [(i.name, list(i.dims)) for i in c.input] == [("input_ids", [1]), ("inputs_embeds", [64])]
+    assert check_repository(embeds_repo) == ["rwkv"]
+    emulator = SequenceBatcherEmulator(embeds_repo / "rwkv", fresh_state="nan")
+    gen = torch.Generator().manual_seed(0)
+    rows = 0.5 * torch.randn(4, 64, generator=gen)
+    # sequence 1: token, 4 embedding rows, token; sequence 2 (text only) in the same batches
+    plan1 = [("t", 5)] + [("e", r) for r in rows] + [("t", 9)]
+    plan2 = [("t", t) for t in (3, 1, 4, 1, 5, 9)]
+    got = {1: [], 2: []}
+    for k in range(6):
+        reqs = []
+        for sid, plan in ((1, plan1), (2, plan2)):
+            kind, v = plan[k]
+            emb = v.numpy() if kind == "e" else np.zeros(64, np.float32)
+            reqs.append(SequenceRequest(sid, {"input_ids": np.array([-1 if kind == "e" else v]),
+                                              "inputs_embeds": emb}, start=k == 0))
+        for sid, out in zip((1, 2), emulator.infer(reqs)):
+            got[sid].append(torch.from_numpy(out["logits"].copy()))
+    for sid, plan in ((1, plan1), (2, plan2)):
+        state = serving_model.new_state(1)
+        for k, (kind, v) in enumerate(plan):
+            if kind == "e":
+                ref, state = serving_model.step(inputs_embeds=v[None], state=state)
+            else:
+                ref, state = serving_model.step(torch.tensor([v]), state)
+            assert_close(f"sequence {sid} step {k}", ref[0], got[sid][k], 1e-4)    # ORT vs PyTorch
+
+
+def test_chat_client_image_flow(embeds_repo, serving_model):
+    from vrwkv_edge.serving.emulator import EmulatorTransport, SequenceBatcherEmulator
+    from vrwkv_edge.serving.triton_client import TritonChat
+    from vrwkv_edge.visualrwkv.prompts import ImageSlot, question_prompt
+
+    emulator = SequenceBatcherEmulator(embeds_repo / "rwkv")
+    tok = ByteTokenizer()
+    params = SamplingParams.greedy(max_new_tokens=5, stop_tokens=())
+    image = 0.5 * torch.randn(3, 64, generator=torch.Generator().manual_seed(1))
+    meta = {"visual": {"config": {"version": "v7", "scan": "unidirectional"}}}
+    chat = TritonChat(EmulatorTransport(emulator), tok, params, sequence_id=3)
+    "".join(chat.ask_image(image.numpy(), "What is it?", meta))
+    # the same prompt through the PyTorch model, token by token and row by row
+    state, logits = serving_model.new_state(1), None
+    for item in question_prompt(tok, "What is it?", "v7").items:
+        if isinstance(item, ImageSlot):
+            for row in image:
+                logits, state = serving_model.step(inputs_embeds=row[None], state=state)
+        else:
+            logits, state = serving_model.forward(torch.tensor([item]), state, last_only=True)
+    ref = generate(serving_model, state=state, prefix_logits=logits, params=params)
+    assert chat.last_tokens == ref.tokens[0]
+    bidirectional = {"visual": {"config": {"version": "v6", "scan": "bidirectional"}}}
+    with pytest.raises(ValueError, match="only the unidirectional scan"):
+        next(chat.ask_image(image.numpy(), "Again?", bidirectional))
+    with pytest.raises(ValueError, match="no inputs_embeds entry"):
+        from vrwkv_edge.serving.triton_client import request_inputs
+        request_inputs(-1, image[0].numpy(), None)

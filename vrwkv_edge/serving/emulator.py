@@ -24,6 +24,7 @@ import numpy as np
 from vrwkv_edge.fileio import PathLike
 
 from .triton import RepositoryError, check_model, parse_config
+from .triton_client import request_inputs
 
 _NP = {"TYPE_FP32": np.float32, "TYPE_INT32": np.int32, "TYPE_INT64": np.int64, "TYPE_UINT64": np.uint64,
        "TYPE_BOOL": np.bool_, "TYPE_FP16": np.float16}
@@ -176,7 +177,10 @@ class EmulatorTransport:
 
     def __init__(self, emulator: SequenceBatcherEmulator):
         self.emulator = emulator
+        embeds = emulator.inputs.get("inputs_embeds")
+        self.embeds_dim = embeds[1][0] if embeds else None
 
-    def step(self, sequence_id: int, token: int, start: bool, end: bool) -> np.ndarray:
-        req = SequenceRequest(sequence_id, {"input_ids": np.asarray([token], np.int64)}, start, end)
+    def step(self, sequence_id: int, token: int, start: bool, end: bool,
+             embeds: Optional[np.ndarray] = None) -> np.ndarray:
+        req = SequenceRequest(sequence_id, request_inputs(token, embeds, self.embeds_dim), start, end)
         return self.emulator.infer([req])[0]["logits"]

@@ -128,7 +128,8 @@ def _dims(shape: list) -> list[int]:
     return list(shape[1:])
 
 
-def decode_config(name: str, meta: dict, options: ServingOptions, platform: str, corrid: bool) -> dict:
+def decode_config(name: str, meta: dict, options: ServingOptions, platform: str, corrid: bool,
+                  embeds: bool = False) -> dict:
     """The decode model's ``config.pbtxt`` as a dict (:func:`render_pbtxt` writes it)."""
     cfg = config_from_metadata(meta)
     shapes = state_shapes(cfg)
@@ -149,7 +150,8 @@ def decode_config(name: str, meta: dict, options: ServingOptions, platform: str,
         "name": name,
         "platform": platform,
         "max_batch_size": options.max_batch_size,
-        "input": [{"name": "input_ids", "data_type": Enum("TYPE_INT64"), "dims": [1], "reshape": {"shape": []}}],
+        "input": [{"name": "input_ids", "data_type": Enum("TYPE_INT64"), "dims": [1], "reshape": {"shape": []}}]
+        + ([{"name": "inputs_embeds", "data_type": Enum("TYPE_FP32"), "dims": [cfg.n_embd]}] if embeds else []),
         "output": [{"name": "logits", "data_type": Enum("TYPE_FP32"), "dims": [cfg.vocab_size]}],
         "sequence_batching": {
             "max_sequence_idle_microseconds": options.max_sequence_idle_us,
@@ -207,11 +209,12 @@ def _pick_backend(export_dir: Path, backend: str, engine: Optional[PathLike]) ->
 def write_triton_repository(export_dir: PathLike, out: PathLike, *, name: Optional[str] = None,
                             options: Optional[ServingOptions] = None, backend: str = "auto",
                             engine: Optional[PathLike] = None, corrid: Optional[bool] = None,
-                            overwrite: bool = False) -> Path:
+                            embeds: Optional[bool] = None, overwrite: bool = False) -> Path:
     """Writes the model repository ``out`` for the export ``export_dir`` (module docstring); returns ``out``.
 
     ``name``: the decode model's name (default: the export directory's name).  ``corrid``: declare the
-    ``CORRID`` control (default: yes for ONNX Runtime, no for TensorRT, which cannot take uint64 inputs)."""
+    ``CORRID`` control (default: yes for ONNX Runtime, no for TensorRT, which cannot take uint64 inputs).
+    ``embeds``: the ``inputs_embeds`` entry (default: for a VisualRWKV export, whose images enter so)."""
     export_dir = Path(export_dir)
     meta = read_metadata(export_dir)
     options = options or ServingOptions()
@@ -220,6 +223,8 @@ def write_triton_repository(export_dir: PathLike, out: PathLike, *, name: Option
         corrid = backend == "onnxruntime"
     if corrid and backend == "tensorrt":
         raise ValueError("CORRID is a uint64 control, which TensorRT engines cannot take: leave corrid off")
+    if embeds is None:
+        embeds = "visual" in meta
     name = name or export_dir.name
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"model name {name!r}: must be a plain directory name")
@@ -236,9 +241,9 @@ def write_triton_repository(export_dir: PathLike, out: PathLike, *, name: Option
             _copy(engine, version / "model.plan")
             platform = "tensorrt_plan"
         else:
-            write_serving_decode(export_dir, version / "model.onnx", corrid=corrid)
+            write_serving_decode(export_dir, version / "model.onnx", corrid=corrid, embeds=embeds)
             platform = "onnxruntime_onnx"
-        _write_config(model_dir, decode_config(name, meta, options, platform, corrid))
+        _write_config(model_dir, decode_config(name, meta, options, platform, corrid, embeds))
         _copy(export_dir / METADATA_FILE, model_dir / METADATA_FILE)
         _copy(export_dir / meta["tokenizer"], model_dir / meta["tokenizer"])
         if "vision" in meta["graphs"]:

@@ -32,48 +32,78 @@ import torch
 from vrwkv_edge.cli_support import add_sampling_args, run_command, sampling_from_args
 from vrwkv_edge.generation import Sampler, SamplingParams, TextStreamer
 from vrwkv_edge.tokenizer import ByteTokenizer, load_tokenizer
-from vrwkv_edge.visualrwkv.prompts import followup_ids
+from vrwkv_edge.visualrwkv.prompts import ImageSlot, followup_ids, question_prompt
 
 
 class Transport(Protocol):
-    def step(self, sequence_id: int, token: int, start: bool, end: bool) -> np.ndarray:
-        """Sends one token of a sequence; returns the logits [V] after it."""
+    embeds_dim: Optional[int]                 # C when the model takes inputs_embeds (VisualRWKV), else None
+
+    def step(self, sequence_id: int, token: int, start: bool, end: bool,
+             embeds: Optional[np.ndarray] = None) -> np.ndarray:
+        """Sends one token (or, with ``token`` -1, one embedding row [C]) of a sequence; returns the logits [V]."""
+
+
+def request_inputs(token: int, embeds: Optional[np.ndarray], embeds_dim: Optional[int]) -> dict:
+    """One request's inputs, batch dimension excluded: ``input_ids`` [1] and, for a model with the embeddings
+    entry, ``inputs_embeds`` [C] (zeros on a token step; ``token`` -1 on an embedding step)."""
+    if embeds is not None and embeds_dim is None:
+        raise ValueError("this model has no inputs_embeds entry (export-triton --embeds adds it)")
+    out = {"input_ids": np.asarray([token], np.int64)}
+    if embeds_dim is not None:
+        e = np.zeros(embeds_dim, np.float32) if embeds is None else np.asarray(embeds, np.float32)
+        if e.shape != (embeds_dim,):
+            raise ValueError(f"an embedding row must have shape [{embeds_dim}], got {list(e.shape)}")
+        out["inputs_embeds"] = e
+    return out
 
 
 class _TritonTransport:
-    def __init__(self, module, url: str, model: str, model_version: str = ""):
+    def __init__(self, module, url: str, model: str, model_version: str = "", embeds_dim: Optional[int] = None):
         self.module = module
         self.client = module.InferenceServerClient(url=url)
         self.url = url
         self.model = model
         self.version = model_version
+        self.embeds_dim = embeds_dim
 
-    def step(self, sequence_id: int, token: int, start: bool, end: bool) -> np.ndarray:
-        inp = self.module.InferInput("input_ids", [1, 1], "INT64")        # [batch, dims] = [1, 1]
-        inp.set_data_from_numpy(np.asarray([[token]], dtype=np.int64))
-        from tritonclient.utils import InferenceServerException  # optional dependency (tritonclient)
+    def _infer(self, model: str, arrays: dict, output: str, **kw) -> np.ndarray:
+        from tritonclient.utils import InferenceServerException, np_to_triton_dtype  # optional dependency
 
+        inputs = []
+        for name, a in arrays.items():
+            inp = self.module.InferInput(name, list(a.shape), np_to_triton_dtype(a.dtype))
+            inp.set_data_from_numpy(a)
+            inputs.append(inp)
         try:
-            res = self.client.infer(self.model, [inp], model_version=self.version,
-                                    outputs=[self.module.InferRequestedOutput("logits")],
-                                    sequence_id=sequence_id, sequence_start=start, sequence_end=end)
+            res = self.client.infer(model, inputs, outputs=[self.module.InferRequestedOutput(output)], **kw)
         except InferenceServerException as e:
-            raise ConnectionError(f"Triton server {self.url}, model {self.model!r}: {e}") from e
-        return res.as_numpy("logits")[0]
+            raise ConnectionError(f"Triton server {self.url}, model {model!r}: {e}") from e
+        return res.as_numpy(output)
+
+    def step(self, sequence_id: int, token: int, start: bool, end: bool,
+             embeds: Optional[np.ndarray] = None) -> np.ndarray:
+        arrays = {k: v[None] for k, v in request_inputs(token, embeds, self.embeds_dim).items()}   # batch of 1
+        return self._infer(self.model, arrays, "logits", model_version=self.version, sequence_id=sequence_id,
+                           sequence_start=start, sequence_end=end)[0]
+
+    def image_embeds(self, vision_model: str, pixels: dict) -> np.ndarray:
+        """One image through the VisualRWKV tower model: ``pixels`` {input name: [3, S, S]} -> [T, C]."""
+        arrays = {k: np.asarray(v, np.float32)[None] for k, v in pixels.items()}
+        return self._infer(vision_model, arrays, "image_embeds")[0]
 
 
 class GrpcTransport(_TritonTransport):
-    def __init__(self, url: str, model: str, model_version: str = ""):
+    def __init__(self, url: str, model: str, model_version: str = "", embeds_dim: Optional[int] = None):
         import tritonclient.grpc as grpcclient  # optional dependency: pip install 'tritonclient[grpc]'
 
-        super().__init__(grpcclient, url, model, model_version)
+        super().__init__(grpcclient, url, model, model_version, embeds_dim)
 
 
 class HttpTransport(_TritonTransport):
-    def __init__(self, url: str, model: str, model_version: str = ""):
+    def __init__(self, url: str, model: str, model_version: str = "", embeds_dim: Optional[int] = None):
         import tritonclient.http as httpclient  # optional dependency: pip install 'tritonclient[http]'
 
-        super().__init__(httpclient, url, model, model_version)
+        super().__init__(httpclient, url, model, model_version, embeds_dim)
 
 
 class TritonChat:
@@ -102,6 +132,41 @@ class TritonChat:
             logits = self.transport.step(self.sequence_id, int(t), not self.started, False)
             self.started = True
         return logits
+
+    def feed_embeds(self, embeds: np.ndarray) -> np.ndarray:
+        """Sends embedding rows [T, C] (an image's projected embeddings), one request each; returns the logits
+        after the last.  Needs a model with the embeddings entry (a VisualRWKV repository)."""
+        if self.closed:
+            raise RuntimeError("this conversation is closed (its sequence ended)")
+        embeds = np.asarray(embeds, np.float32)
+        if embeds.ndim != 2 or not len(embeds):
+            raise ValueError(f"feed_embeds takes [T, C] with T >= 1, got shape {list(embeds.shape)}")
+        logits = None
+        for row in embeds:
+            logits = self.transport.step(self.sequence_id, -1, not self.started, False, embeds=row)
+            self.started = True
+        return logits
+
+    def ask_image(self, image_embeds: np.ndarray, question: str, metadata: dict) -> Iterator[str]:
+        """The first turn of an image conversation: the VisualRWKV prompt of ``question`` with the image's
+        embeddings (from the ``<name>_vision`` model, :meth:`GrpcTransport.image_embeds`) in its slot, then the
+        answer.  ``metadata``: the repository's ``<name>/metadata.json``.  Exact only for a model whose image
+        scan is the identity (``unidirectional``, VisualRWKV v7.00): other scans run the image span layer by
+        layer in a permuted order, which one-embedding-per-request feeding cannot reproduce."""
+        visual = metadata.get("visual")
+        if not visual:
+            raise ValueError("metadata.json has no 'visual' section: not a VisualRWKV model")
+        cfg = visual["config"]
+        if cfg.get("scan", "unidirectional") != "unidirectional":
+            raise ValueError(f"image scan {cfg['scan']!r}: the image span must run layer by layer in that order "
+                             f"(the image_prefill graph), which Triton's one-token stateful model cannot do; only "
+                             f"the unidirectional scan (VisualRWKV v7.00) is served exactly")
+        prompt = question_prompt(self.tokenizer, question, cfg["version"],
+                                 image_position=cfg.get("image_position", "middle"))
+        logits = None
+        for item in prompt.items:
+            logits = self.feed_embeds(image_embeds) if isinstance(item, ImageSlot) else self.feed(list(item))
+        yield from self.answer_from(logits)
 
     def ask(self, question: str) -> Iterator[str]:
         """Streams the answer's text; :attr:`last_tokens` holds its token ids afterwards."""
