@@ -12,8 +12,9 @@ resident memory is reset (``/proc/self/clear_refs``) just before the forward and
 ``activation_mb`` is that peak minus the resident memory before the forward (weights, input, runtime).  The ViT
 uses ``F.scaled_dot_product_attention`` (no T x T matrix kept), pre-norm blocks, MLP 4x, and the same 16x16
 patch embedding and bicubic position-embedding resize as VRWKV, so only the token mixer differs.  The script
-also measures how far the official CUDA kernel's Bi-WKV (its closed form, emulated) departs from the formula
-this package implements.
+also measures how far the official CUDA kernel's Bi-WKV (the models' default, here its port
+``bi_wkv_official_ref`` in fp64) departs from the paper formula (``bi_wkv_ref``).  The models run with their
+default WKV ("official"); ``benchmarks/bench_biwkv_official.py`` times the Bi-WKV forms themselves.
 
 Writes ``benchmarks/results/vision_rwkv.json`` and ``vision_rwkv.png`` (``vision_rwkv_quick.*`` with ``--quick``),
 each through a temp file and ``os.replace``.
@@ -38,7 +39,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 from vrwkv_edge.bench.harness import save_figure, write_json
 from vrwkv_edge.vision_rwkv.backbone import build_vision_rwkv, resize_pos_embed
-from vrwkv_edge.ops.biwkv import bi_wkv_kernel_ref, bi_wkv_ref
+from vrwkv_edge.ops.biwkv import bi_wkv_official_ref, bi_wkv_ref
 
 OUT_DIR = REPO / "benchmarks" / "results"
 MODELS = {  # name: (family, width, depth, heads)
@@ -152,7 +153,7 @@ def kernel_deviation() -> list[dict]:
             w = torch.full((C,), decay / T, dtype=torch.float64)
             u = torch.randn(C, generator=g, dtype=torch.float64) / T
             formula = bi_wkv_ref(w, u, k, v)
-            diff = (bi_wkv_kernel_ref(w, u, k, v) - formula).abs()
+            diff = (bi_wkv_official_ref(w, u, k, v) - formula).abs()
             rows.append({"T": T, "decay": decay, "kernel_vs_formula": diff.max().item(),
                          "kernel_vs_formula_mean": diff.mean().item(),
                          "symmetric_vs_formula": (bi_wkv_ref(w, u + w, k, v) - formula).abs().max().item()})

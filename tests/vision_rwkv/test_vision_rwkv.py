@@ -1,5 +1,6 @@
-"""Vision-RWKV: structure and parameter counts, q-shift, fast == reference WKV inside the model, official-layout
-checkpoints (good and bad), image loading/preprocessing, classify() and the CLI."""
+"""Vision-RWKV: structure and parameter counts, q-shift (== the official code), the default WKV == the official
+kernel's port and the formula's fast == reference inside the model, VRWKV6 key_norm, official-layout checkpoints
+(good and bad), image loading/preprocessing, classify() and the CLI."""
 from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -11,6 +12,7 @@ from PIL import Image
 
 from vrwkv_edge.checkpoint import CheckpointError
 from vrwkv_edge.vision_rwkv import classify, load_vision_rwkv, read_labels
+from vrwkv_edge.vision_rwkv import backbone
 from vrwkv_edge.vision_rwkv.backbone import (VRWKV_PRESETS, PatchEmbed, VRWKVConfig, build_vision_rwkv, get_config,
                                            q_shift, resize_pos_embed)
 from vrwkv_edge.vision_rwkv.cli import main as cli_main
@@ -27,6 +29,7 @@ TINY_L = replace(TINY, post_norm=True, init_values=0.5, key_norm=True, head_hidd
 TINY6 = VRWKVConfig(variant="vrwkv6", embed_dims=32, depth=2, head_size=16, mix_lora=8, decay_lora=8, img_size=64,
                     num_classes=7)
 TINY6_POST = replace(TINY6, post_norm=True, init_values=1e-2)
+TINY6_KN = replace(TINY6, key_norm=True)
 
 
 def random_model(arch, seed=0, **overrides):
@@ -114,6 +117,31 @@ def test_q_shift_directions():
             assert torch.equal(out[i, j], torch.cat(want))
 
 
+def official_q_shift(x, grid, shift=1, gamma=1 / 4):
+    """``q_shift`` of the official vrwkv.py, as written there."""
+    B, N, C = x.shape
+    x = x.transpose(1, 2).reshape(B, C, *grid)
+    H, W = grid
+    out = torch.zeros_like(x)
+    out[:, 0:int(C * gamma), :, shift:W] = x[:, 0:int(C * gamma), :, 0:W - shift]
+    out[:, int(C * gamma):int(C * gamma * 2), :, 0:W - shift] = x[:, int(C * gamma):int(C * gamma * 2), :, shift:W]
+    out[:, int(C * gamma * 2):int(C * gamma * 3), shift:H, :] = x[:, int(C * gamma * 2):int(C * gamma * 3), 0:H - shift, :]
+    out[:, int(C * gamma * 3):int(C * gamma * 4), 0:H - shift, :] = x[:, int(C * gamma * 3):int(C * gamma * 4), shift:H, :]
+    out[:, int(C * gamma * 4):, ...] = x[:, int(C * gamma * 4):, ...]
+    return out.flatten(2).transpose(1, 2)
+
+
+@pytest.mark.parametrize("C", [6, 8, 10, 66])
+@pytest.mark.parametrize("gamma", [1 / 4, 1 / 8])
+def test_q_shift_is_the_official_one(C, gamma):
+    """Boundaries int(C*gamma*i), not i*int(C*gamma): C = 6 splits 1, 2, 1, 2 (not 1, 1, 1, 1 and 2 unshifted)."""
+    x = torch.randn(2, 12, C)
+    assert torch.equal(q_shift(x, (3, 4), gamma=gamma), official_q_shift(x, (3, 4), gamma=gamma))
+    assert torch.equal(q_shift(x, (4, 3), shift=2, gamma=gamma), official_q_shift(x, (4, 3), shift=2, gamma=gamma))
+    if C == 6 and gamma == 1 / 4:
+        assert not torch.equal(q_shift(x, (3, 4))[..., 2], x[..., 2])        # channel 2 comes from the right
+
+
 def test_q_shift_per_head_for_vrwkv6():
     x = torch.randn(2, 6, 32)
     heads = q_shift(x, (2, 3), group_size=16)
@@ -142,22 +170,27 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown Vision-RWKV arch"):
         get_config("vrwkv_xl")
     assert get_config("VRWKV6-S") == VRWKV_PRESETS["vrwkv6_s"]
-    with pytest.raises(ValueError, match="key_norm is not supported for vrwkv6"):
-        replace(TINY6, key_norm=True)
+    with pytest.raises(ValueError, match="not a multiple of head_size"):
+        replace(TINY6, embed_dims=40)
 
 
-# ---- forward: fast WKV == reference inside the model, any resolution --------------------------------------
+# ---- forward: the default WKV == the official kernel's port, fast == reference, any resolution ------------
 
-@pytest.mark.parametrize("cfg", [TINY, TINY_L, TINY6, TINY6_POST], ids=["vrwkv", "vrwkv-L-like", "vrwkv6", "vrwkv6-post"])
-@pytest.mark.parametrize("size", [(64, 64), (48, 80), (37, 70)])
-def test_fast_wkv_equals_reference_in_the_model(cfg, size):
+@pytest.mark.parametrize("cfg", [TINY, TINY_L, TINY6, TINY6_POST, TINY6_KN],
+                         ids=["vrwkv", "vrwkv-L-like", "vrwkv6", "vrwkv6-post", "vrwkv6-key-norm"])
+@pytest.mark.parametrize("size", [(64, 64), (48, 80), (37, 70), (176, 176)])
+def test_default_wkv_is_the_official_kernel_in_the_model(cfg, size):
+    """The default model equals the model driven by the kernel's port (VRWKV6: by the formula, which its
+    kernel computes), and the formula's fast form equals its O(T^2) reference; 176 px: 121 tokens, Lc = 4."""
     model = random_model(cfg, seed=1)
     x = image_batch(*size, b=2)
     with torch.no_grad():
-        fast = model(x)
-        ref = model.set_wkv_impl("ref")(x)
-    assert torch.isfinite(fast).all()
-    assert (fast - ref).abs().max() <= 1e-5 * ref.abs().max()
+        default = model(x)
+        port = model.set_wkv_impl("official_ref")(x)
+        formula, ref = model.set_wkv_impl("formula")(x), model.set_wkv_impl("ref")(x)
+    assert torch.isfinite(default).all()
+    assert (default - port).abs().max() <= 1e-5 * port.abs().max()
+    assert (formula - ref).abs().max() <= 1e-5 * ref.abs().max()
 
 
 def test_features_tokens_and_missing_head():
@@ -174,13 +207,37 @@ def test_features_tokens_and_missing_head():
         model.set_wkv_impl("cuda")
 
 
-def test_kernel_emulation_runs_in_the_model():
+def test_official_is_the_default_and_the_formula_an_option():
     model = random_model(TINY, seed=2)
-    x = image_batch(64, 64)
+    assert {layer.att.impl for layer in model.backbone.layers} == {"official"}
+    x = image_batch(64, 64)                                   # 16 tokens: the kernel's symmetric form
     with torch.no_grad():
-        official_like = model.set_wkv_impl("kernel")(x)
-        formula = model.set_wkv_impl("fast")(x)
-    assert torch.isfinite(official_like).all() and not torch.equal(official_like, formula)
+        official = model(x)
+        formula = model.set_wkv_impl("formula")(x)
+        assert torch.equal(model.set_wkv_impl("fast")(x), formula)           # old names kept
+        assert torch.equal(model.set_wkv_impl("kernel")(x), official)
+    assert (official - formula).abs().max() > 1e-4 * official.abs().max()
+
+
+def test_vrwkv6_key_norm_sits_between_the_wkv_and_ln_x(monkeypatch):
+    """Official vrwkv6.py: ``x = RUN_CUDA_RWKV6(...); x = key_norm(x); ln_x(x)``; and it loads from a state dict."""
+    model = random_model(TINY6_KN, seed=3)
+    att = model.backbone.layers[1].att
+    assert tuple(att.key_norm.weight.shape) == (32,) and tuple(model.backbone.layers[1].ffn.key_norm.bias.shape) == (128,)
+    x = image_batch(48, 64)
+    loaded = load_vision_rwkv(model.state_dict(), arch=TINY6_KN)
+    assert loaded.config.key_norm and loaded.config.variant == "vrwkv6"
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    seen = {}
+    wkv = backbone.BI_WKV6["official"]
+    monkeypatch.setitem(backbone.BI_WKV6, "official", lambda *a: seen.setdefault("wkv", wkv(*a)))
+    att.key_norm.register_forward_hook(lambda m, i, o: seen.update(kn_in=i[0], kn_out=o))
+    att.ln_x.register_forward_hook(lambda m, i, o: seen.update(ln_in=i[0]))
+    with torch.no_grad():
+        att(torch.randn(1, 12, 32), (3, 4))
+    assert torch.equal(seen["kn_in"], seen["wkv"].reshape(1, 12, 32))
+    assert torch.equal(seen["ln_in"], seen["kn_out"].reshape(12, 32))
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .wkv6 import DEFAULT_CHUNK, wkv6_chunked
@@ -65,6 +66,7 @@ NEG = -1e30
 # Lengths of the official kernel (doc 7): the sequence is split into this many chunks.
 KERNEL_TOKEN_SPLIT = 32
 KERNEL_EPS = 1e-6
+KERNEL_MIN_VALUE = -1e38                 # the kernel's MIN_VALUE: its empty running maximum
 
 
 def _compute_dtype(t: Tensor) -> torch.dtype:
@@ -97,40 +99,79 @@ def bi_wkv_ref(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return torch.einsum("btic,bic->btc", torch.softmax(logits, dim=2), v)
 
 
-def bi_wkv_kernel_ref(w: Tensor, u: Tensor, k: Tensor, v: Tensor,
-                      token_split: int = KERNEL_TOKEN_SPLIT, eps: float = KERNEL_EPS) -> Tensor:
-    """What the official CUDA kernel computes (doc 5.4 closed form), O(T^2), in fp64; returns k's dtype.
+def bi_wkv_official_ref(w: Tensor, u: Tensor, k: Tensor, v: Tensor, dtype: torch.dtype | None = None,
+                        token_split: int = KERNEL_TOKEN_SPLIT, eps: float = KERNEL_EPS) -> Tensor:
+    """A port of the official forward kernel (``cuda_new/bi_wkv_kernel.cu``, doc 7), operation by operation.
 
-    Chunks of ``Lc = ceil(T / token_split)`` tokens; for token t in the chunk starting at s::
-
-        weight(j) = e^{k_j - (t-j) w}     j < s            e^{k_j - (t-j-1) w}   s <= j < t
-                  = e^{k_j - (j-t) w}     j > t            + (1 - e^w) e^{k_j + (t-j) w}   for s < j <= t
-        y_t = [sum_j weight(j) v_j + e^{u+k_t} v_t] / [sum_j weight(j) + e^{u+k_t} + eps]
-
-    The ghost term can be negative, so this is not a softmax; it is evaluated around the row's largest
-    logit (the eps is rescaled accordingly, so it acts on the raw denominator as in the closed form)."""
+    The kernel runs one thread per (b, c, lane): lane p owns the tokens ``[p Lc, p Lc + Lc)``, ``Lc =
+    ceil(T / token_split)``.  Every thread's arithmetic is reproduced in its order (its two per-chunk sums, the
+    cross-lane combines read in ascending lane order, the recurrence with its running maximum exponents and its
+    subtractive right-hand update, and ``eps`` added to the denominator *after* rescaling by the running maximum,
+    i.e. ``eps * e^{max exponent}`` on the raw scale).  Threads are independent, so this is vectorised over
+    (b, c) and lanes; it loops over positions and lanes (about 2 Lc + 2 token_split steps).  Differentiable, but
+    with the kernel's cancellations: a reference, not a model path.  Computed in ``dtype``
+    (default fp32 as the official wrapper, fp64 for fp64 inputs); returns [B, T, C] in that dtype."""
     _check_biwkv_shapes(w, u, k, v)
-    out_dtype = _compute_dtype(k)
-    w, u, k, v = (x.double() for x in (w, u, k, v))
-    T = k.shape[1]
-    Lc = math.ceil(T / token_split)
-    t = torch.arange(T, device=k.device).view(T, 1)
-    j = torch.arange(T, device=k.device).view(1, T)
-    s = (t // Lc) * Lc                                                             # chunk start of t
-    dist = torch.where(j < s, t - j, torch.where(j < t, t - j - 1, j - t)).double()
-    main = k.unsqueeze(1) - dist.view(1, T, T, 1) * w                               # [B, t, j, C]
-    main = torch.where((j == t).view(1, T, T, 1), NEG, main)                       # self term is separate
-    ghost_on = ((j > s) & (j <= t)).view(1, T, T, 1)
-    ghost = torch.where(ghost_on, k.unsqueeze(1) + (t - j).double().view(1, T, T, 1) * w, NEG)
-    self_logit = u + k                                                             # [B, T, C]
-    m = torch.maximum(torch.maximum(main.amax(2), ghost.amax(2)), self_logit)     # [B, T, C]
-    e_main = torch.exp(main - m.unsqueeze(2))
-    e_ghost = (1 - torch.exp(w)) * torch.exp(ghost - m.unsqueeze(2))
-    e_self = torch.exp(self_logit - m)
-    weights = e_main + e_ghost
-    num = torch.einsum("btjc,bjc->btc", weights, v) + e_self * v
-    den = weights.sum(2) + e_self + eps * torch.exp(-m)
-    return (num / den).to(out_dtype)
+    dt = dtype or _compute_dtype(k)
+    w, u, k, v = (x.to(dt) for x in (w, u, k, v))
+    B, T, C = k.shape
+    Lc = -(-T // token_split)
+    # Lanes past the last token (T = 196: 28 of 32 hold tokens) write nothing, and in the combines they come
+    # after every other lane with nothing to add (sums 0, maxima -1e38), so they are left out.
+    P = -(-T // Lc)
+    lane = torch.arange(P, device=k.device)
+    length = (T - lane * Lc).clamp(max=Lc).view(1, P, 1)                 # tokens per lane; the last may be short
+    pad = lambda x: F.pad(x, (0, 0, 0, P * Lc - T)).view(B, P, Lc, C)    # noqa: E731  (pads are never used)
+    k4, v4 = pad(k), pad(v)
+    kn4, vn4 = pad(k.roll(-1, 1)), pad(v.roll(-1, 1))                    # token (i + 1) % T, as the kernel reads
+    zero = k.new_zeros(B, P, C)
+    a, b, c, d = zero, zero, zero, zero
+    o1, o2 = (torch.full_like(zero, KERNEL_MIN_VALUE),) * 2
+    for m in range(Lc):     # per lane: (c, d; o1) seen from its first token, (a, b; o2) from just past its last
+        on = m < length
+        kk, vv = k4[:, :, m], v4[:, :, m]
+        no = torch.maximum(o1, kk - w * m)
+        e1, e3 = torch.exp(o1 - no), torch.exp(kk - w * m - no)
+        c, d, o1 = (torch.where(on, x, y) for x, y in ((e1 * c + e3 * vv, c), (e1 * d + e3, d), (no, o1)))
+        back = (length - 1 - m).clamp(min=0).expand(B, P, C).unsqueeze(2)  # token len-1-m of the lane
+        kk, vv = k4.gather(2, back).squeeze(2), v4.gather(2, back).squeeze(2)
+        no = torch.maximum(o2, kk - w * (m + 1))
+        e2, e3 = torch.exp(o2 - no), torch.exp(kk - w * (m + 1) - no)
+        a, b, o2 = (torch.where(on, x, y) for x, y in ((e2 * a + e3 * vv, a), (e2 * b + e3, b), (no, o2)))
+    # Cross-lane combines (__shfl_sync), lane i read in ascending order: lanes before p into (a, b), p and after
+    # into (c, d), each decayed by whole chunks.
+    a2, b2, c2, d2 = zero, zero, zero, zero
+    o3, o4 = (torch.full_like(zero, KERNEL_MIN_VALUE),) * 2
+    lanes = lane.view(1, P, 1)
+    for i in range(P):
+        dist = ((lanes - i - 1) * Lc).to(dt)
+        no = torch.maximum(o2[:, i:i + 1] - w * dist, o4)
+        e_old, e_new = torch.exp(o4 - no), torch.exp(o2[:, i:i + 1] - w * dist - no)
+        left = lanes > i
+        a2, b2, o4 = (torch.where(left, x, y) for x, y in
+                      ((a2 * e_old + a[:, i:i + 1] * e_new, a2), (b2 * e_old + b[:, i:i + 1] * e_new, b2), (no, o4)))
+        dist = ((i - lanes) * Lc).to(dt)
+        no = torch.maximum(o1[:, i:i + 1] - w * dist, o3)
+        e_old, e_new = torch.exp(o3 - no), torch.exp(o1[:, i:i + 1] - w * dist - no)
+        right = lanes <= i
+        c2, d2, o3 = (torch.where(right, x, y) for x, y in
+                      ((c2 * e_old + c[:, i:i + 1] * e_new, c2), (d2 * e_old + d[:, i:i + 1] * e_new, d2), (no, o3)))
+    a, b, o2 = a2, b2, o4
+    first = torch.exp(k4[:, :, 0] - o3)
+    c, d, o1 = c2 - first * v4[:, :, 0], d2 - first, o3                 # the lane's first token leaves (c, d)
+    ys = []
+    for m in range(Lc):     # inactive positions of a short last lane compute padding, which is cut off below
+        kk, vv, kn, vn = k4[:, :, m], v4[:, :, m], kn4[:, :, m], vn4[:, :, m]
+        no = torch.maximum(torch.maximum(o1, u + kk), o2)
+        e1, e2, e3 = torch.exp(o1 - no), torch.exp(o2 - no), torch.exp(u + kk - no)
+        ys.append((c * e1 + a * e2 + e3 * vv) / (d * e1 + b * e2 + e3 + eps))
+        no = torch.maximum(o2 - w, kk)
+        e2, e3 = torch.exp(o2 - w - no), torch.exp(kk - no)
+        a, b, o2 = e2 * a + e3 * vv, e2 * b + e3, no
+        no = torch.maximum(o1 + w, kn + w)
+        e1, e3 = torch.exp(o1 + w - no), torch.exp(kn + w - no)
+        c, d, o1 = e1 * c - e3 * vn, e1 * d - e3, no
+    return torch.stack(ys, 2).reshape(B, P * Lc, C)[:, :T]
 
 
 # ---- VRWKV: the exact O(T C) form ---------------------------------------------------------------------------
@@ -196,17 +237,16 @@ def _toeplitz_decay(w: Tensor, n: int, step: int) -> Tensor:
     return torch.where(idx.view(1, n) < idx.view(n, 1), torch.exp(-dist * (step * w).view(-1, 1, 1)), 0.0)
 
 
-def _bi_wkv_matmul(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor:
-    """Bi-WKV as per-channel Toeplitz matmuls around e^{max k}: inside chunks of L tokens, then across chunks.
-    Channel-major ([C, ..., T]) so that every matmul is a plain bmm over channels.  Exact only within the
-    MATMUL_* bounds (see :func:`_matmul_is_exact`)."""
+def _matmul_sums(w: Tensor, k: Tensor, v: Tensor, L: int) -> tuple:
+    """The formula's partial sums over i < t and over i > t (distance |t-i|-1) by per-channel Toeplitz matmuls
+    around e^{max k}: inside chunks of L tokens, then across chunks.  Channel-major, so that every matmul is a
+    plain bmm over channels.  Returns ``(fwd, bwd, z)``, each [C, 2, B, n L] over (num, den) where z holds
+    ``e^{k_t - max k} (v_t, 1)``; positions from T on are padding.  Exact only within the MATMUL_* bounds."""
     B, T, C = k.shape
     n = -(-T // L)
     ek = torch.exp(k - k.amax(1, keepdim=True))
     z = torch.stack([(ek * v).permute(2, 0, 1), ek.permute(2, 0, 1)], 1)          # [C, 2, B, T]: (num, den)
-    if n * L != T:
-        z = torch.nn.functional.pad(z, (0, n * L - T))                           # zeros add nothing
-    z = z.view(C, 2 * B * n, L)                                                  # rows: (num/den, b, chunk)
+    z = F.pad(z, (0, n * L - T)).view(C, 2 * B * n, L)                           # zeros add nothing
     M = _toeplitz_decay(w, L, 1)                                                 # [C, L(j), L(i)]: i before j
     # Inside each chunk: forward sums over i < j (M^T) and backward sums over i > j (M), one bmm.
     intra = torch.bmm(z, torch.cat([M.transpose(1, 2), M], 2))                   # [C, rows, 2L]
@@ -222,28 +262,65 @@ def _bi_wkv_matmul(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor
     pos = torch.arange(L, device=w.device, dtype=w.dtype)
     from_start = torch.exp(-pos * w.view(C, 1)).view(C, 1, L)                   # decay over the j tokens before
     to_end = torch.exp(-(L - 1 - pos) * w.view(C, 1)).view(C, 1, L)
-    total = fwd + bwd + torch.exp(u).view(C, 1, 1) * z + carry_f * from_start + carry_b * to_end
-    total = total.view(C, 2, B, n * L)[..., :T]
+    return tuple(x.reshape(C, 2, B, n * L) for x in (fwd + carry_f * from_start, bwd + carry_b * to_end, z))
+
+
+def _bi_wkv_matmul(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor:
+    """Bi-WKV from :func:`_matmul_sums`; exact only within the MATMUL_* bounds (see :func:`_matmul_is_exact`)."""
+    T, C = k.shape[1:]
+    fwd, bwd, z = _matmul_sums(w, k, v, L)
+    total = (fwd + bwd + torch.exp(u).view(C, 1, 1, 1) * z)[..., :T]
     return (total[:, 0] / total[:, 1]).permute(1, 2, 0)                          # [B, T, C] (a view)
+
+
+def _scan_padded(w: Tensor, k: Tensor, v: Tensor, L: int) -> tuple:
+    """:func:`_exclusive_scan` of [N, T, C] for any T: padded at the end of the scanned order, after every real
+    token, so the padding never enters an exclusive sum of a real position, and cut back to T."""
+    T = k.shape[1]
+    pad = (0, 0, 0, (-T) % L)
+    return tuple(x[:, :T] for x in _exclusive_scan(w, F.pad(k, pad), F.pad(v, pad), L))
+
+
+def _both_scans(w: Tensor, k: Tensor, v: Tensor, L: int) -> tuple:
+    """The formula's partial sums over i < t and over i > t (each at distance |t-i|-1), anchored, in one scan:
+    the backward sums are forward sums over the reversed sequence."""
+    B = k.shape[0]
+    both = _scan_padded(w, torch.cat([k, k.flip(1)]), torch.cat([v, v.flip(1)]), L)
+    return tuple(x[:B] for x in both), tuple(x[B:].flip(1) for x in both)
+
+
+def _current(u: Tensor, k: Tensor, v: Tensor) -> tuple:
+    """The current token's term e^{u + k_t} (v_t, 1), anchored on itself."""
+    return v, torch.ones_like(v), u + k, torch.zeros_like(v)
+
+
+def _logit(p: tuple, w: Tensor) -> Tensor:
+    """Logit of a partial sum's anchor, which is its largest term (:func:`_merge` keeps the larger anchor)."""
+    return p[2] - p[3] * w
 
 
 def _bi_wkv_scan(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor:
     """Bi-WKV by the anchored exclusive scans: exact for any finite input."""
-    B, T, C = k.shape
-    pad = (-T) % L
-    # Both directions in one scan: the backward sums are forward sums over the reversed sequence.  Padding
-    # goes at the end of the scanned order, after every real token, so it never enters an exclusive sum.
-    ks = torch.nn.functional.pad(torch.cat([k, k.flip(1)]), (0, 0, 0, pad))
-    vs = torch.nn.functional.pad(torch.cat([v, v.flip(1)]), (0, 0, 0, pad))
-    num, den, K, D = (x[:, :T] for x in _exclusive_scan(w, ks, vs, L))
-    fwd = tuple(x[:B] for x in (num, den, K, D))
-    bwd = tuple(x[B:].flip(1) for x in (num, den, K, D))
-    cur = (v, torch.ones_like(v), u + k, torch.zeros_like(v))                  # the current token, bonus u
-    num, den, _, _ = _merge(_merge(fwd, bwd, w), cur, w)
+    fwd, bwd = _both_scans(w, k, v, L)
+    num, den, _, _ = _merge(_merge(fwd, bwd, w), _current(u, k, v), w)
     return num / den                                                            # den >= 1: the anchor's own term
 
 
 BI_WKV_METHODS = ("auto", "matmul", "scan")
+
+
+def _prepare(name: str, w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str, chunk_size: int | None) -> tuple:
+    """Checks, casts to the compute dtype, picks the method and the chunk length of the full-length sums."""
+    _check_biwkv_shapes(w, u, k, v)
+    if method not in BI_WKV_METHODS:
+        raise ValueError(f"{name}: method must be one of {BI_WKV_METHODS}, got {method!r}")
+    dt = _compute_dtype(k)
+    w, u, k, v = (x.to(dt) for x in (w, u, k, v))
+    if method == "auto":
+        # A traced graph (ONNX export) cannot branch on the data: it takes the form exact for every input.
+        exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()
+        method = "scan" if exporting or not _matmul_is_exact(w, u, k) else "matmul"
+    return w, u, k, v, method, chunk_size or math.isqrt(max(k.shape[1] - 1, 0)) + 1     # ceil(sqrt(T))
 
 
 def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto", chunk_size: int | None = None) -> Tensor:
@@ -251,21 +328,110 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto", chu
 
     ``method``: "matmul" (per-channel Toeplitz matmuls, few large ops; exact while keys, w*T and u stay within
     the MATMUL_* bounds, which trained models do), "scan" (anchored log-space scans, exact for any finite
-    input, ~4 sqrt(T) small ops), or "auto": matmul when the bounds hold for this input, else scan (one
-    host sync to decide; always scan while a graph is being exported, which cannot branch on data).  ``chunk_size`` defaults to
-    ceil(sqrt(T)).  Computed in fp32 (fp64 for fp64 inputs); returns that dtype."""
-    _check_biwkv_shapes(w, u, k, v)
-    if method not in BI_WKV_METHODS:
-        raise ValueError(f"bi_wkv: method must be one of {BI_WKV_METHODS}, got {method!r}")
-    dt = _compute_dtype(k)
-    w, u, k, v = (x.to(dt) for x in (w, u, k, v))
-    T = k.shape[1]
-    L = chunk_size or math.isqrt(max(T - 1, 0)) + 1                            # ceil(sqrt(T))
-    if method == "auto":
-        # A traced graph (ONNX export) cannot branch on the data: it takes the form exact for every input.
-        exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()
-        method = "scan" if exporting or not _matmul_is_exact(w, u, k) else "matmul"
+    input, ~4 sqrt(T) small ops), or "auto": matmul when the bounds hold for this input, else scan (one host
+    sync to decide; always scan while a graph is being exported, which cannot branch on data).  ``chunk_size``
+    defaults to ceil(sqrt(T)).  Computed in fp32 (fp64 for fp64 inputs); returns that dtype."""
+    w, u, k, v, method, L = _prepare("bi_wkv", w, u, k, v, method, chunk_size)
     return (_bi_wkv_matmul if method == "matmul" else _bi_wkv_scan)(w, u, k, v, L)
+
+
+def _shift_in(x: Tensor, dim: int) -> Tensor:
+    """x moved one step along ``dim`` (dim 1 or 2), an empty maximum (NEG) entering first: exclusive maxima."""
+    empty = torch.full_like(x.narrow(dim, 0, 1), NEG)
+    return torch.cat([empty, x.narrow(dim, 0, x.shape[dim] - 1)], dim)
+
+
+def _official_max_logit(w: Tensor, u: Tensor, k: Tensor, Lc: int) -> Tensor:
+    """The kernel's running maximum exponent o_t (see :func:`bi_wkv_official`) by running maxima of
+    ``k_j +- j w``: [B, T, C].  Eager only (cummax); the scan form reads the same maxima off its anchors."""
+    B, T, C = k.shape
+    n = -(-T // Lc)
+    tw = torch.arange(T, device=k.device).to(k.dtype).view(1, T, 1) * w           # t w
+    chunked = lambda x: F.pad(x, (0, 0, 0, n * Lc - T), value=NEG).view(B, n, Lc, C)   # noqa: E731
+    flat = lambda x: x.reshape(B, n * Lc, C)[:, :T]                                     # noqa: E731
+    plus, minus = chunked(k + tw), chunked(k - tw)
+    left_in = flat(_shift_in(plus.cummax(2).values, 2)) - tw + w                 # k_j - (t-1-j) w, s <= j < t
+    left_out = flat(_shift_in(plus.amax(2).cummax(1).values, 1).unsqueeze(2).expand(B, n, Lc, C)) - tw
+    right = _shift_in((k - tw).flip(1).cummax(1).values, 1).flip(1) + tw         # k_j - (j-t) w, j > t
+    first = flat(minus[:, :, :1].expand(B, n, Lc, C)) + tw                       # k_s + (t-s) w
+    ghost = flat(torch.cat([torch.full_like(minus[:, :, :1], NEG), minus[:, :, 1:]], 2).cummax(2).values) + tw
+    left, rest = torch.maximum(left_in, left_out), torch.maximum(right, first)
+    return torch.maximum(torch.maximum(left, u + k), torch.maximum(rest, ghost + w.clamp(min=0)))
+
+
+def _official_matmul(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int, Lc: int, eps: float) -> Tensor:
+    """The kernel's result from :func:`_matmul_sums` plus one in-chunk Toeplitz matmul for the ghost sums;
+    within the MATMUL_* bounds."""
+    B, T, C = k.shape
+    n = -(-T // Lc)
+    fwd, bwd, z = (x[..., :T] for x in _matmul_sums(w, k, v, L))               # [C, 2, B, T]
+    wc = w.view(C, 1, 1, 1)
+    m = (torch.arange(T, device=k.device) % Lc).to(k.dtype)
+    at_start = lambda x: x[..., ::Lc].unsqueeze(-1).expand(C, 2, B, n, Lc).reshape(C, 2, B, n * Lc)[..., :T]  # noqa
+    # left: the formula's sum over j < t, with the terms before the chunk start one more step away.
+    left = fwd + torch.expm1(-wc) * torch.exp(-m * wc) * at_start(fwd)
+    # ghost: sum_{s<j<=t} e^{(t-j) w} z_j inside the kernel chunks: Toeplitz [a, b] = e^{(a-b) w}, 0 < b <= a.
+    grow = _toeplitz_decay(-w, Lc + 1, 1)[:, 1:, 1:Lc]                           # [C, a, b-1]
+    zc = F.pad(z, (0, n * Lc - T)).view(C, 2 * B * n, Lc)
+    ghost = torch.bmm(zc[..., 1:], grow.transpose(1, 2)).view(C, 2, B, n * Lc)[..., :T] * -torch.expm1(wc)
+    total = left + torch.exp(-wc) * bwd + ghost + torch.exp(u).view(C, 1, 1, 1) * z
+    scale = torch.exp(_official_max_logit(w, u, k, Lc) - k.amax(1, keepdim=True)).permute(2, 0, 1)
+    return (total[:, 0] / (total[:, 1] + eps * scale)).permute(1, 2, 0)
+
+
+def _official_scan(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int, Lc: int, eps: float) -> Tensor:
+    """The kernel's result from anchored scans, exact for any finite input: the formula's forward/backward
+    scans, and one scan inside the kernel chunks over 2C channels (decay w: the in-chunk left sums over
+    s <= j < t; decay -w over the keys shifted by one: the ghost sums over s < j <= t).  The maxima are the
+    anchors' logits."""
+    B, T, C = k.shape
+    n = -(-T // Lc)
+    fwd, bwd = _both_scans(w, k, v, L)
+    # (The shifted chunk's last entry, the next chunk's first key, is in no exclusive sum of a real position.)
+    chunked = lambda x: F.pad(x, (0, 0, 0, n * Lc - T)).view(B * n, Lc, C)   # noqa: E731
+    kc, vc = chunked(k), chunked(v)
+    inner = _scan_padded(torch.cat([w, -w]), torch.cat([kc, kc.roll(-1, 1)], -1),
+                         torch.cat([vc, vc.roll(-1, 1)], -1), math.isqrt(Lc - 1) + 1)
+    inner = [x.reshape(B, n * Lc, 2 * C)[:, :T] for x in inner]
+    in_chunk = tuple(x[..., :C] for x in inner)
+    num, den, K, D = (x[..., C:] for x in inner)
+    ghost_sum = (num, den, K, -D)                               # the -w scan's distances, counted for w
+    m = (torch.arange(T, device=k.device) % Lc).to(k.dtype).view(1, T, 1)       # position inside the chunk
+    at_start = lambda x: x[:, ::Lc].unsqueeze(2).expand(B, n, Lc, C).reshape(B, n * Lc, C)[:, :T]  # noqa: E731
+    before = tuple(at_start(x) for x in fwd)                    # sum over j < s at distance s-1-j, ...
+    left = _merge(in_chunk, before[:3] + (before[3] + m + 1,), w)                  # ... seen from t: t-j
+    right = bwd[:3] + (bwd[3] + 1,)
+    g = -torch.expm1(w)
+    ghost = (ghost_sum[0] * g, ghost_sum[1] * g) + ghost_sum[2:]
+    total = _merge(_merge(left, right, w), _merge(ghost, _current(u, k, v), w), w)
+    o_max = torch.maximum(torch.maximum(_logit(left, w), u + k), _logit(right, w))
+    o_max = torch.maximum(o_max, torch.maximum(at_start(k) + m * w, _logit(ghost_sum, w) + w.clamp(min=0)))
+    return total[0] / (total[1] + eps * torch.exp(o_max - _logit(total, w)))
+
+
+def bi_wkv_official(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto", chunk_size: int | None = None,
+                    token_split: int = KERNEL_TOKEN_SPLIT, eps: float = KERNEL_EPS) -> Tensor:
+    """What the official CUDA kernel computes (:func:`bi_wkv_official_ref`), exactly, in O(T C) work.
+
+    With ``Lc = ceil(T / token_split)`` and s the start of t's kernel chunk (doc 5.4; every sum per channel)::
+        left_t  = sum_{j<s} e^{k_j - (t-j) w} + sum_{s<=j<t} e^{k_j - (t-j-1) w}      (chunk starts: distance |t-j|)
+        right_t = sum_{j>t} e^{k_j - (j-t) w}
+        ghost_t = (1 - e^w) sum_{s<j<=t} e^{k_j + (t-j) w}       (the kernel's right-hand update subtracts
+                                                                 e^{k+w} where e^{k} was added)
+        y_t = (left + right + ghost + e^{u+k_t}) over (v, 1), as num / (den + eps e^{o_t})
+
+    where o_t is the kernel's running maximum exponent at t, by which it rescales before adding its eps: the
+    largest of u + k_t, the left logits, the right logits, k_s + (t-s) w and the ghost logits (+ w when w > 0).
+    For T <= token_split every chunk is one token: the symmetric form (distance |t-j|), plus the eps.
+
+    ``method`` as :func:`bi_wkv`: "matmul" (Toeplitz matmuls within the MATMUL_* bounds), "scan" (anchored scans,
+    exact for any finite input, exportable: loops over about 2 sqrt(T) + 2 sqrt(Lc) positions, none per token),
+    "auto" (default).  Nothing is subtracted beyond small multiples (1 - e^{+-w}), so the fp32 result is closer
+    to the kernel's exact value than the kernel itself, whose right-hand update cancels.  Differentiable.
+    fp32 (fp64 for fp64 inputs); returns [B, T, C]."""
+    w, u, k, v, method, L = _prepare("bi_wkv_official", w, u, k, v, method, chunk_size)
+    Lc = -(-k.shape[1] // token_split)
+    return (_official_matmul if method == "matmul" else _official_scan)(w, u, k, v, L, Lc, eps)
 
 
 # ---- VRWKV6 --------------------------------------------------------------------------------------------------

@@ -12,13 +12,15 @@ Spec: ``../shared/docs/vision-rwkv.md``.  Module tree and parameter names follow
 
 Spatial mix (VRWKV): q-shift (quarters of C from the left, right, upper, lower neighbour), mix
 ``x*mu + shifted*(1-mu)``, ``out = output(sigmoid(r) * BiWKV(decay/T, first/T, k, v))`` (key_norm LayerNorm on
-the WKV output for L).  VRWKV6: q-shift per 64-channel head, RWKV-6 data-dependent mixing
-``x + (shifted-x)*(maa+lora)``, ``w_log = -exp(time_decay + lora)`` (not divided by T), bidirectional WKV-6,
-``out = output(ln_x(y) * silu(gate))`` with GroupNorm eps 1e-5.  Channel mix (both): q-shift, VRWKV mixing,
-``sigmoid(receptance) * value(relu(key)^2)``.  The WKVs are in :mod:`vrwkv_edge.ops.biwkv`.
+the WKV output for L).  The Bi-WKV is by default the official CUDA kernel's result ("official", see
+:data:`BI_WKV`), which the released checkpoints were trained with; the paper formula is an option.  VRWKV6:
+q-shift per 64-channel head, RWKV-6 data-dependent mixing ``x + (shifted-x)*(maa+lora)``,
+``w_log = -exp(time_decay + lora)`` (not divided by T), bidirectional WKV-6, optional key_norm LayerNorm on
+its output, ``out = output(ln_x(y) * silu(gate))`` with GroupNorm eps 1e-5.  Channel mix (both): q-shift,
+VRWKV mixing, ``sigmoid(receptance) * value(relu(key)^2)`` (key_norm on the hidden layer).  The WKVs are in
+:mod:`vrwkv_edge.ops.biwkv`.
 
-Not implemented: VRWKV6's optional class token (off in every released config) and a key_norm for VRWKV6,
-whose placement the spec does not give; both are rejected with an error rather than guessed.
+Not implemented: VRWKV6's optional class token (off in every released config; its weight is an unexpected key).
 """
 from __future__ import annotations
 
@@ -30,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.biwkv import bi_wkv, bi_wkv6, bi_wkv6_ref, bi_wkv_kernel_ref, bi_wkv_ref
+from ..ops.biwkv import bi_wkv, bi_wkv6, bi_wkv6_ref, bi_wkv_official, bi_wkv_official_ref, bi_wkv_ref
 
 VARIANTS = ("vrwkv", "vrwkv6")
 LN_EPS = 1e-5
+DEFAULT_WKV_IMPL = "official"        # the official CUDA kernels' results (see BI_WKV below)
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,6 @@ class VRWKVConfig:
             if self.embed_dims % self.head_size:
                 raise ValueError(f"VRWKVConfig: embed_dims {self.embed_dims} is not a multiple of head_size "
                                  f"{self.head_size}")
-            if self.key_norm:
-                raise ValueError("VRWKVConfig: key_norm is not supported for vrwkv6 (no released model uses it "
-                                 "and the spec does not say where it applies)")
 
     @property
     def grid(self) -> int:
@@ -103,20 +103,21 @@ def q_shift(x: Tensor, grid: tuple[int, int], shift: int = 1, gamma: float = 0.2
             group_size: Optional[int] = None) -> Tensor:
     """Quad-directional token shift. x: [B, T, C] in raster order over ``grid`` = (Hp, Wp).
 
-    Within each group of channels (all C, or each head of ``group_size`` for VRWKV6) with q = int(size*gamma):
-    [0,q) takes the left neighbour, [q,2q) the right, [2q,3q) the one above, [3q,4q) the one below; the rest is
-    unchanged; neighbours outside the grid are zero."""
+    Within each group of channels (all C, or each head of ``group_size`` for VRWKV6), with the official
+    boundaries ``b_i = int(size*gamma*i)`` (not ``i*int(size*gamma)``: they differ when size*gamma is not an
+    integer, e.g. C = 6 gives 1, 3, 4, 6): [0,b1) takes the left neighbour, [b1,b2) the right, [b2,b3) the one
+    above, [b3,b4) the one below; the rest is unchanged; neighbours outside the grid are zero."""
     B, T, C = x.shape
     Hp, Wp = grid
     S, s = group_size or C, shift
-    q = int(S * gamma)
+    b1, b2, b3, b4 = (int(S * gamma * i) for i in range(1, 5))                  # as the official q_shift
     x = x.view(B, Hp, Wp, C // S, S)
     xp = F.pad(x, (0, 0, 0, 0, s, s, s, s))                                     # zero border of s on H and W
-    parts = [xp[:, s:s + Hp, 0:Wp, :, :q],                                       # x[h, w - s]
-             xp[:, s:s + Hp, 2 * s:2 * s + Wp, :, q:2 * q],                      # x[h, w + s]
-             xp[:, 0:Hp, s:s + Wp, :, 2 * q:3 * q],                              # x[h - s, w]
-             xp[:, 2 * s:2 * s + Hp, s:s + Wp, :, 3 * q:4 * q],                  # x[h + s, w]
-             x[..., 4 * q:]]
+    parts = [xp[:, s:s + Hp, 0:Wp, :, :b1],                                      # x[h, w - s]
+             xp[:, s:s + Hp, 2 * s:2 * s + Wp, :, b1:b2],                        # x[h, w + s]
+             xp[:, 0:Hp, s:s + Wp, :, b2:b3],                                    # x[h - s, w]
+             xp[:, 2 * s:2 * s + Hp, s:s + Wp, :, b3:b4],                        # x[h + s, w]
+             x[..., b4:]]
     return torch.cat(parts, -1).view(B, T, C)
 
 
@@ -149,7 +150,7 @@ class SpatialMix(nn.Module):
     def __init__(self, cfg: VRWKVConfig, layer_id: int):
         super().__init__()
         C = cfg.embed_dims
-        self.shift, self.gamma, self.impl = cfg.shift_pixel, cfg.channel_gamma, "fast"
+        self.shift, self.gamma, self.impl = cfg.shift_pixel, cfg.channel_gamma, DEFAULT_WKV_IMPL
         r01, r10 = _ratios(layer_id, cfg.depth)
         c = torch.arange(C, dtype=torch.float32) / max(C - 1, 1)
         self.spatial_decay = nn.Parameter(-5 + 8 * c ** (0.7 + 1.3 * r01))       # doc 5.4 "fancy" init
@@ -186,7 +187,7 @@ class SpatialMixV6(nn.Module):
         super().__init__()
         C, N, D = cfg.embed_dims, cfg.head_size, cfg.mix_lora
         H = C // N
-        self.shift, self.gamma, self.head_size, self.impl = cfg.shift_pixel, cfg.channel_gamma, N, "fast"
+        self.shift, self.gamma, self.head_size, self.impl = cfg.shift_pixel, cfg.channel_gamma, N, DEFAULT_WKV_IMPL
         r01, r10 = _ratios(layer_id, cfg.depth)
         x = _channel_frac(C).view(1, 1, C)
         self.time_maa_x = nn.Parameter(1 - x ** r10)
@@ -207,6 +208,7 @@ class SpatialMixV6(nn.Module):
         self.value = nn.Linear(C, C, bias=False)
         self.gate = nn.Linear(C, C, bias=False)
         self.output = nn.Linear(C, C, bias=False)
+        self.key_norm = nn.LayerNorm(C, eps=LN_EPS) if cfg.key_norm else None   # official: on the WKV, before ln_x
         self.ln_x = nn.GroupNorm(H, C, eps=LN_EPS)        # eps 1e-5 here, not the language model's 64e-5
 
     def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -226,8 +228,10 @@ class SpatialMixV6(nn.Module):
         w = self.time_decay + torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2
         w_log = -torch.exp(w.float())                                            # log decay, in [-inf, 0)
         heads = [t.reshape(B, T, H, N) for t in (r, k, v, w_log)]
-        y = BI_WKV6[self.impl](*heads, self.time_faaaa).reshape(B * T, C)
-        y = self.ln_x(y.to(x.dtype)).view(B, T, C)
+        y = BI_WKV6[self.impl](*heads, self.time_faaaa).reshape(B, T, C).to(x.dtype)
+        if self.key_norm is not None:
+            y = self.key_norm(y)
+        y = self.ln_x(y.view(B * T, C)).view(B, T, C)
         return self.output(y * g)
 
 
@@ -381,9 +385,11 @@ class VisionRWKV(nn.Module):
         return self.head(self.forward_tokens(img).mean(1))
 
     def set_wkv_impl(self, impl: str) -> "VisionRWKV":
-        """Which WKV the spatial mixes use: "fast" (default, exact O(T)), "ref" (the O(T^2) formula) or, for
-        VRWKV, "kernel" (the official CUDA kernel's closed form, to reproduce official outputs)."""
+        """Which WKV the spatial mixes use (see :data:`BI_WKV`): "official" (the default: what the released
+        checkpoints were trained and evaluated with), "official_ref", "formula" or "ref"; old names "fast"
+        (= "formula") and "kernel" (= "official") still work."""
         table = BI_WKV if self.config.variant == "vrwkv" else BI_WKV6
+        impl = WKV_IMPL_ALIASES.get(impl, impl)
         if impl not in table:
             raise ValueError(f"wkv impl must be one of {sorted(table)} for {self.config.variant}, got {impl!r}")
         for layer in self.backbone.layers:
@@ -391,8 +397,15 @@ class VisionRWKV(nn.Module):
         return self
 
 
-BI_WKV = {"fast": bi_wkv, "ref": bi_wkv_ref, "kernel": bi_wkv_kernel_ref}
-BI_WKV6 = {"fast": bi_wkv6, "ref": bi_wkv6_ref}
+# The WKV implementations by name.  VRWKV: the official CUDA kernel departs from the paper formula at every
+# T >= 2 (doc 5.4: distance |t-i| at its 32 chunk starts, a "ghost" term inside them, eps 1e-6 after rescaling),
+# and the released checkpoints were trained and evaluated with it, so "official" (its exact O(T) form) is the
+# default; "official_ref" is the operation-by-operation port of the kernel; "formula" is the paper formula in
+# O(T), "ref" the same in O(T^2).  VRWKV6: the official kernel computes the formula (no split, no eps), so
+# "official" and "formula" are the same exact chunked form and "official_ref" and "ref" the O(T^2) formula.
+BI_WKV = {"official": bi_wkv_official, "official_ref": bi_wkv_official_ref, "formula": bi_wkv, "ref": bi_wkv_ref}
+BI_WKV6 = {"official": bi_wkv6, "official_ref": bi_wkv6_ref, "formula": bi_wkv6, "ref": bi_wkv6_ref}
+WKV_IMPL_ALIASES = {"fast": "formula", "kernel": "official"}
 
 
 def build_vision_rwkv(arch: Union[str, VRWKVConfig] = "vrwkv_t", device=None, **overrides) -> VisionRWKV:

@@ -65,8 +65,6 @@ def config_from_state_dict(sd: Mapping[str, Tensor], arch: Union[str, VRWKVConfi
                  patch_size=p, in_channels=in_ch, img_size=grid * p, key_norm=b + "ffn.key_norm.weight" in sd,
                  hidden_rate=shape(b + "ffn.key.weight")[0] // C)
     if found["variant"] == "vrwkv6":
-        if found["key_norm"]:
-            raise CheckpointError(f"{source}: a VRWKV6 checkpoint with key_norm weights is not supported")
         found.update(head_size=shape(b + "att.time_faaaa")[1], mix_lora=shape(b + "att.time_maa_w2")[1],
                      decay_lora=shape(b + "att.time_decay_w1")[1])
     if "head.fc.weight" in sd:
