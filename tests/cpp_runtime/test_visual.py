@@ -40,13 +40,54 @@ def visual_export(request, tmp_path_factory):
     return request.param, model, out, IMAGES / image
 
 
+def _odd_images(directory) -> list:
+    """Files that exercise the loader's conversions: EXIF-rotated JPEGs, greyscale, RGBA and LA (alpha over
+    white), a palette with a transparent entry, 16-bit greyscale and 16-bit RGB PNGs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    rgb[:, :20] = rgb[:, :20] // 4 + 100                  # smooth and noisy areas
+    out = []
+    for orientation in (3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        p = directory / f"exif{orientation}.jpg"
+        Image.fromarray(rgb).save(p, quality=90, exif=exif.tobytes())
+        out.append(p)
+    alpha = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    images = {"grey.png": Image.fromarray(rgb[..., 0]), "grey.jpg": Image.fromarray(rgb[..., 1]),
+              "rgba.png": Image.fromarray(np.dstack([rgb, alpha])),
+              "la.png": Image.fromarray(np.dstack([rgb[..., 0], alpha])),
+              "grey16.png": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257 + 3),
+              "rgb16.png": None}
+    pal = Image.fromarray(rgb).quantize(16)
+    pal.info["transparency"] = 3
+    images["palette.png"] = pal
+    for name, img in images.items():
+        p = directory / name
+        if name == "rgb16.png":                           # 16-bit RGB: write the PNG bytes by hand (PIL cannot)
+            import struct
+            import zlib
+            data = (rgb.astype(">u2") * 257 + 5).tobytes()
+            rows = b"".join(b"\x00" + data[y * 53 * 6:(y + 1) * 53 * 6] for y in range(37))
+            chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa
+            p.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 53, 37, 16, 2, 0, 0, 0))
+                          + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+        else:
+            img.save(p, transparency=3) if name == "palette.png" else img.save(p)
+        out.append(p)
+    return out
+
+
 def test_pixels_equal_python_preprocessing(visual_export, run_chat, tmp_path):
     from vrwkv_edge.export import load_onnx_model
 
     load_rgb = import_first("vrwkv_edge.visualrwkv.preprocess:load_rgb", "vrwkv_edge.visual.preprocess:load_rgb")
     _, _, export, _ = visual_export
     ort_model = load_onnx_model(export, threads=1)
-    for image in sorted(IMAGES.iterdir()):              # both PNGs and the JPEG through every transform
+    # the test photos (2 PNG, 1 JPEG) and generated files through every transform of the export
+    for image in sorted(IMAGES.iterdir()) + _odd_images(tmp_path):
         dump = tmp_path / "pixels.bin"
         run_chat("--model", export, "--image", image, "--dump-pixels", dump)
         want = np.concatenate([t.to_array(load_rgb(image)).ravel() for t in ort_model.transforms.values()])
