@@ -49,19 +49,16 @@ def control_names(corrid: bool = True) -> list[str]:
 
 
 def _rename_uses(graph, mapping: dict[str, str]) -> None:
-    """Renames every read of the names in ``mapping`` (nested subgraphs included, which read outer names)."""
+    """Renames every read of the names in ``mapping``, in nested subgraphs too (they may read outer names)."""
     from onnx import AttributeProto
 
-    for n in graph.node:
-        for k, name in enumerate(n.input):
-            if name in mapping:
-                n.input[k] = mapping[name]
-        for a in n.attribute:
-            if a.type == AttributeProto.GRAPH:
-                _rename_uses(a.g, mapping)
-            elif a.type == AttributeProto.GRAPHS:
-                for g in a.graphs:
-                    _rename_uses(g, mapping)
+    pending = [graph]
+    while pending:
+        g = pending.pop()
+        for n in g.node:
+            n.input[:] = [mapping.get(name, name) for name in n.input]
+            pending += [a.g for a in n.attribute if a.type == AttributeProto.GRAPH]
+            pending += [sg for a in n.attribute if a.type == AttributeProto.GRAPHS for sg in a.graphs]
 
 
 def serving_decode_graph(decode, n_layer: int, n_embd: int, *, corrid: bool = True, embeds: bool = False):

@@ -292,3 +292,30 @@ def test_chat_client_image_flow(embeds_repo, serving_model):
     with pytest.raises(ValueError, match="no inputs_embeds entry"):
         from vrwkv_edge.serving.triton_client import request_inputs
         request_inputs(-1, image[0].numpy(), None)
+
+
+def test_vision_model_config_parses():
+    """The VisualRWKV tower's configuration (stateless, dynamic batching) for a three-tower export's I/O; the
+    whole repository of a real VisualRWKV export is checked the same way (check_repository) when written."""
+    from vrwkv_edge.serving.triton import render_pbtxt, vision_config
+
+    meta = {"graphs": {"vision": {
+        "inputs": [{"name": f"pixel_values_{t}", "dtype": "float32", "shape": ["batch", 3, s, s]}
+                   for t, s in (("dino", 56), ("siglip", 56), ("sam", 128))],
+        "outputs": [{"name": "image_embeds", "dtype": "float32", "shape": ["batch", 16, 128]}]}}}
+    text = render_pbtxt(vision_config("m_vision", meta, OPTIONS))
+    c = text_format.Parse(text, model_config_pb2.ModelConfig())
+    assert c.max_batch_size == 4 and c.HasField("dynamic_batching") and not c.HasField("sequence_batching")
+    assert [list(i.dims) for i in c.input] == [[3, 56, 56], [3, 56, 56], [3, 128, 128]]
+    assert list(c.output[0].dims) == [16, 128]
+
+
+def test_triton_chat_cli_input_errors(tmp_path, capsys):
+    bad = tmp_path / "metadata.json"
+    bad.write_text("{not json")
+    for argv, msg in ((["--image", "cat.jpg"], "--image needs --metadata"),
+                      (["--image", "cat.jpg", "--metadata", str(bad)], "invalid JSON"),
+                      (["--image", "cat.jpg", "--metadata", str(tmp_path / "none.json")], "none.json")):
+        assert main(["triton-chat", "--model", "m", "--prompt", "hi"] + argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and msg in err, err

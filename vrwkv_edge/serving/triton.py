@@ -11,7 +11,9 @@
 The decode model's configuration (what Triton's sequence batcher with implicit state requires):
 
 * ``max_batch_size`` > 0, so every ``dims`` omits the batch; ``input_ids`` is a rank-1 ``[batch]`` graph input,
-  declared ``dims: [1]`` with ``reshape { shape: [] }``; ``logits`` ``[V]``;
+  declared ``dims: [1]`` with ``reshape { shape: [] }``; ``logits`` ``[V]``; for a VisualRWKV export also
+  ``inputs_embeds`` ``[C]`` (a request with ``input_ids`` -1 enters that embedding row: image embeddings from the
+  ``<name>_vision`` model go in one row per request, exact for the unidirectional scan of v7.00);
 * ``sequence_batching``: control inputs ``START`` / ``END`` / ``READY`` (``int32_false_true: [0, 1]``) and
   ``CORRID`` (``TYPE_UINT64``; left out for TensorRT, which has no uint64 tensors), one ``state`` entry per
   state tensor mapping ``past_key_values.{i}.{field}`` to ``present.{i}.{field}`` (float32, static dims, a zero

@@ -22,8 +22,10 @@ transport is an interface (:class:`GrpcTransport`, :class:`HttpTransport`, or th
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
+from pathlib import Path
 from typing import Iterator, Optional, Protocol
 
 import numpy as np
@@ -32,6 +34,7 @@ import torch
 from vrwkv_edge.cli_support import add_sampling_args, run_command, sampling_from_args
 from vrwkv_edge.generation import Sampler, SamplingParams, TextStreamer
 from vrwkv_edge.tokenizer import ByteTokenizer, load_tokenizer
+from vrwkv_edge.visualrwkv.preprocess import ImageTransform, load_rgb
 from vrwkv_edge.visualrwkv.prompts import ImageSlot, followup_ids, question_prompt
 
 
@@ -207,6 +210,9 @@ def add_client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", default=None, help="one question (default: interactive)")
     p.add_argument("--tokenizer", default="world", help="world | bytes | PATH to a vocabulary file")
     p.add_argument("--sequence-id", type=int, default=None, help="default: random")
+    p.add_argument("--image", default=None, help="VisualRWKV: an image for the first question (needs --metadata)")
+    p.add_argument("--metadata", type=Path, default=None,
+                   help="VisualRWKV: the repository's <model>/metadata.json (image sizes, prompt version)")
     add_sampling_args(p)
     p.set_defaults(func=cmd_triton_chat)
 
@@ -217,10 +223,33 @@ def _tokenizer(name: str):
     return load_tokenizer(None if name == "world" else name)
 
 
+def image_pixels(image, metadata: dict) -> dict:
+    """An image file -> the tower model's inputs {name: [3, S, S]}, as the export's metadata describes them."""
+    visual = metadata.get("visual")
+    if not visual:
+        raise ValueError("the metadata has no 'visual' section: not a VisualRWKV model")
+    img = load_rgb(image)
+    return {p["name"]: ImageTransform(p["mode"], p["size"], tuple(p["mean"]), tuple(p["std"]),
+                                      p.get("crop"))(img).numpy() for p in visual["pixel_inputs"]}
+
+
 def cmd_triton_chat(args) -> int:
-    transport = (GrpcTransport if args.protocol == "grpc" else HttpTransport)(args.url, args.model)
+    metadata = None
+    if args.image is not None:
+        if args.metadata is None:
+            raise ValueError("--image needs --metadata REPO/<model>/metadata.json (image sizes, prompt version)")
+        try:
+            metadata = json.loads(args.metadata.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--metadata {args.metadata}: invalid JSON: {e}") from e
+    embeds_dim = metadata["model"]["n_embd"] if metadata else None
+    transport = (GrpcTransport if args.protocol == "grpc" else HttpTransport)(args.url, args.model,
+                                                                              embeds_dim=embeds_dim)
     chat = TritonChat(transport, _tokenizer(args.tokenizer), sampling_from_args(args), args.sequence_id)
     questions = [args.prompt] if args.prompt is not None else None
+    image = None
+    if metadata is not None:
+        image = transport.image_embeds(f"{args.model}_vision", image_pixels(args.image, metadata))
     try:
         while True:
             if questions is not None:
@@ -232,9 +261,10 @@ def cmd_triton_chat(args) -> int:
                     q = input("User: ")
                 except EOFError:
                     break
-            sys.stdout.write("Assistant:")
-            for text in chat.ask(q):
-                sys.stdout.write(text)
+            answer = chat.ask(q) if image is None else chat.ask_image(image, q, metadata)
+            image = None                              # the image belongs to the first question
+            for k, text in enumerate(answer):
+                sys.stdout.write(("Assistant:" if k == 0 else "") + text)
                 sys.stdout.flush()
             sys.stdout.write("\n")
     finally:
