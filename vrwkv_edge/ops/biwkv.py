@@ -27,19 +27,24 @@ what :func:`bi_wkv_ref` computes, O(T^2).  w is a free real number: w < 0 up-wei
 
 ``method="auto"`` (the default) checks the bounds on the actual input and picks matmul or scan.
 
-**Clean formula vs. the official CUDA kernel** (doc 5.4, 7).  This module implements the paper formula above
-(distance |t-i|-1, no epsilon).  The released kernel differs in two ways the doc pins down exactly:
+**The official CUDA kernel** (doc 5.4, 7; ``cuda_new/bi_wkv_kernel.cu``, and the old ``cuda/wkv_cuda.cu``, the
+same arithmetic).  The released checkpoints were trained and evaluated with it, and it departs from the formula
+at every T >= 2:
 
-* for T <= 32 it computes the *symmetric* form with distance |t-i|, which equals the paper form with
-  ``u + w`` in place of u (multiply every non-self term by e^{w} and divide through);
-* beyond 32 tokens it splits the sequence into 32 chunks of ``ceil(T/32)`` tokens whose start values use
-  distance |t-i| while the in-chunk recurrence uses |t-i|-1, plus a "ghost" term, and it adds 1e-6 to the
-  denominator.  :func:`bi_wkv_kernel_ref` is that closed form, to reproduce official outputs when needed.
-  Measured by ``benchmarks/bench_vision_rwkv.py`` (``biwkv_kernel_deviation`` in
-  ``benchmarks/results/vision_rwkv.json``) for model-like inputs (w = decay/T, k ~ N(0, 2^2), v ~ N(0, 1),
-  64 channels), |kernel - formula| averages 1e-5 .. 3e-4 at T = 196 (the larger for decay +3, +5) and
-  1e-6 .. 3e-5 at T = 784, with maxima of 8e-4 .. 1.4e-2 and 1e-4 .. 3.4e-3; the symmetric form differs from
-  the formula by about as much (the doc quotes "about 1e-5 to 3e-3" for both comparisons).
+* it splits the sequence into 32 chunks of ``Lc = ceil(T/32)`` tokens; at a chunk start the sums use distance
+  |t-i| (so for T <= 32, one token per chunk, it is the *symmetric* form: the formula with ``u + w`` in place of
+  u), inside a chunk the left recurrence uses |t-i|-1, and the right-hand update subtracts ``e^{k+w}`` where
+  ``e^{k}`` was added, which leaves a "ghost" term ``(1 - e^w) e^{k_j + (t-j) w}`` for the chunk's tokens up
+  to t;
+* it adds ``eps = 1e-6`` to the denominator after rescaling by its running maximum exponent o_t, i.e.
+  ``eps e^{o_t}`` on the raw scale, so a common offset on all keys changes nothing.
+
+:func:`bi_wkv_official_ref` ports the kernel operation by operation (the reference); :func:`bi_wkv_official`
+computes the same result exactly in O(T C), in the matmul and scan forms above ("official" in the models).
+The gap to the formula is largest for few tokens (the logits of a VRWKV-T differ by about 8e-3 at 64 px and
+6e-5 at 224 px); ``biwkv_kernel_deviation`` in ``benchmarks/results/vision_rwkv.json`` measures it for
+model-like inputs (w = decay/T, k ~ N(0, 2^2), v ~ N(0, 1)): |kernel - formula| averages 1e-5 .. 3e-4 at
+T = 196 and 1e-6 .. 3e-5 at T = 784.
 
 **VRWKV6 (RWKV-6 style, per head, data-dependent decay).** ``r, k, v, w_log``: [B, T, H, N] with
 ``w_log = -exp(w)`` the log decay (may be -inf); ``u`` (``time_faaaa``): [H, N]::
@@ -218,7 +223,7 @@ def _exclusive_scan(w: Tensor, k: Tensor, v: Tensor, L: int) -> tuple:
     return tuple(x.reshape(N, T, C) for x in (num, den, K, D))
 
 
-# Bounds under which :func:`_bi_wkv_matmul` is exact in fp32: with keys within MATMUL_MAX_SPREAD of their maximum
+# Bounds under which :func:`_chunk_matmul` is exact in fp32: with keys within MATMUL_MAX_SPREAD of their maximum
 # (per image and channel), |w| T <= MATMUL_MAX_WT and |u| <= MATMUL_MAX_U, every term it multiplies out lies in
 # [e^-80, e^+50]: no overflow and no subnormals, so plain products and sums keep full relative precision.
 MATMUL_MAX_SPREAD, MATMUL_MAX_WT, MATMUL_MAX_U = 30.0, 30.0, 20.0
@@ -237,40 +242,47 @@ def _toeplitz_decay(w: Tensor, n: int, step: int) -> Tensor:
     return torch.where(idx.view(1, n) < idx.view(n, 1), torch.exp(-dist * (step * w).view(-1, 1, 1)), 0.0)
 
 
-def _matmul_sums(w: Tensor, k: Tensor, v: Tensor, L: int) -> tuple:
-    """The formula's partial sums over i < t and over i > t (distance |t-i|-1) by per-channel Toeplitz matmuls
-    around e^{max k}: inside chunks of L tokens, then across chunks.  Channel-major, so that every matmul is a
-    plain bmm over channels.  Returns ``(fwd, bwd, z)``, each [C, 2, B, n L] over (num, den) where z holds
-    ``e^{k_t - max k} (v_t, 1)``; positions from T on are padding.  Exact only within the MATMUL_* bounds."""
+def _chunk_matmul(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int, kernel_eps: float | None = None) -> Tensor:
+    """Bi-WKV as per-channel Toeplitz matmuls around e^{max k}: inside chunks of L tokens (one bmm also giving
+    each chunk's totals), then across chunks.  Channel-major ([C, ..., T]) so that every matmul is a plain bmm
+    over channels.  Exact only within the MATMUL_* bounds (see :func:`_matmul_is_exact`).
+
+    ``kernel_eps=None``: the formula.  Otherwise the official kernel's result (:func:`bi_wkv_official`), with L
+    its chunk length: the in-chunk left sums keep distance t-1-j, every other term is one step further, plus
+    the ghost sums and the eps after rescaling."""
     B, T, C = k.shape
     n = -(-T // L)
-    ek = torch.exp(k - k.amax(1, keepdim=True))
+    kernel = kernel_eps is not None
+    k_max = k.amax(1, keepdim=True)
+    ek = torch.exp(k - k_max)
     z = torch.stack([(ek * v).permute(2, 0, 1), ek.permute(2, 0, 1)], 1)          # [C, 2, B, T]: (num, den)
     z = F.pad(z, (0, n * L - T)).view(C, 2 * B * n, L)                           # zeros add nothing
     M = _toeplitz_decay(w, L, 1)                                                 # [C, L(j), L(i)]: i before j
-    # Inside each chunk: forward sums over i < j (M^T) and backward sums over i > j (M), one bmm.
-    intra = torch.bmm(z, torch.cat([M.transpose(1, 2), M], 2))                   # [C, rows, 2L]
-    fwd, bwd = intra[..., :L], intra[..., L:]
-    # Each chunk's total seen from just past its end (forward) and just before its start (backward) ...
-    decay1 = torch.exp(-w).view(C, 1)
-    tot_f = (fwd[..., -1] * decay1 + z[..., -1]).view(C, 2 * B, n)
-    tot_b = (bwd[..., 0] * decay1 + z[..., 0]).view(C, 2 * B, n)
+    pos = torch.arange(L, device=w.device, dtype=w.dtype)
+    wc = w.view(C, 1, 1)
+    far = torch.exp(-wc) if kernel else 1.0                                      # the kernel's extra step
+    # One matrix [i, j] for everything inside a chunk: forward sums over i < j (M^T), backward sums over i > j
+    # (M), the current token (e^u on the diagonal) and, for the kernel, the ghost sums
+    # (1 - e^w) sum_{s<i<=j} e^{(j-i) w} z_i.  Two more columns: the chunk's total seen from just past its end
+    # (forward) and just before its start (backward).
+    inside = M.transpose(1, 2) + M * far + torch.diag_embed(torch.exp(u).view(C, 1).expand(C, L))
+    if kernel:
+        grow = _toeplitz_decay(-w, L + 1, 1)[:, 1:, :L].transpose(1, 2) * (pos > 0).view(1, L, 1)
+        inside = inside - torch.expm1(wc) * grow
+    ends = [torch.exp(-(L - 1 - pos) * wc).mT * far, torch.exp(-pos * wc).mT * far]
+    out = torch.bmm(z, torch.cat([inside] + ends, 2))                            # [C, rows, L + 2]
+    tot_f, tot_b = (out[..., L + i].reshape(C, 2 * B, n).contiguous() for i in range(2))   # strided: slow bmm
     # ... carried to every later (earlier) chunk, decaying by e^{-L w} per chunk.
     Mc = _toeplitz_decay(w, n, L)
     carry_f = torch.bmm(tot_f, Mc.transpose(1, 2)).view(C, -1, 1)
     carry_b = torch.bmm(tot_b, Mc).view(C, -1, 1)
-    pos = torch.arange(L, device=w.device, dtype=w.dtype)
-    from_start = torch.exp(-pos * w.view(C, 1)).view(C, 1, L)                   # decay over the j tokens before
-    to_end = torch.exp(-(L - 1 - pos) * w.view(C, 1)).view(C, 1, L)
-    return tuple(x.reshape(C, 2, B, n * L) for x in (fwd + carry_f * from_start, bwd + carry_b * to_end, z))
-
-
-def _bi_wkv_matmul(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor:
-    """Bi-WKV from :func:`_matmul_sums`; exact only within the MATMUL_* bounds (see :func:`_matmul_is_exact`)."""
-    T, C = k.shape[1:]
-    fwd, bwd, z = _matmul_sums(w, k, v, L)
-    total = (fwd + bwd + torch.exp(u).view(C, 1, 1, 1) * z)[..., :T]
-    return (total[:, 0] / total[:, 1]).permute(1, 2, 0)                          # [B, T, C] (a view)
+    carry = torch.cat([carry_f, carry_b], 2)                                     # decayed over the tokens before
+    total = torch.baddbmm(out[..., :L], carry, torch.exp(-torch.stack([pos, L - 1 - pos], 0) * wc))   # / after
+    total = total.view(C, 2, B, n * L)[..., :T]
+    num, den = total[:, 0], total[:, 1]
+    if kernel:
+        den = den + kernel_eps * torch.exp(_official_max_logit(w, u, k, L) - k_max).permute(2, 0, 1)
+    return (num / den).permute(1, 2, 0)                                          # [B, T, C] (a view)
 
 
 def _scan_padded(w: Tensor, k: Tensor, v: Tensor, L: int) -> tuple:
@@ -332,51 +344,43 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto", chu
     sync to decide; always scan while a graph is being exported, which cannot branch on data).  ``chunk_size``
     defaults to ceil(sqrt(T)).  Computed in fp32 (fp64 for fp64 inputs); returns that dtype."""
     w, u, k, v, method, L = _prepare("bi_wkv", w, u, k, v, method, chunk_size)
-    return (_bi_wkv_matmul if method == "matmul" else _bi_wkv_scan)(w, u, k, v, L)
+    return _chunk_matmul(w, u, k, v, L) if method == "matmul" else _bi_wkv_scan(w, u, k, v, L)
 
 
-def _shift_in(x: Tensor, dim: int) -> Tensor:
-    """x moved one step along ``dim`` (dim 1 or 2), an empty maximum (NEG) entering first: exclusive maxima."""
-    empty = torch.full_like(x.narrow(dim, 0, 1), NEG)
-    return torch.cat([empty, x.narrow(dim, 0, x.shape[dim] - 1)], dim)
+def _shift_in(x: Tensor, dim: int, step: int = 1) -> Tensor:
+    """x moved ``step`` places along ``dim``, empty maxima (NEG) entering first: exclusive running maxima."""
+    pad = [0, 0] * (x.dim() - 1 - dim) + [step, 0]
+    return F.pad(x.narrow(dim, 0, x.shape[dim] - step), pad, value=NEG)
+
+
+def _running_max(x: Tensor, dim: int) -> Tensor:
+    """Inclusive running maximum along ``dim`` by doubling: log2 steps of vectorised maxima, faster on CPU than
+    ``cummax``, which walks element by element."""
+    step = 1
+    while step < x.shape[dim]:
+        x = torch.maximum(x, _shift_in(x, dim, step))
+        step *= 2
+    return x
 
 
 def _official_max_logit(w: Tensor, u: Tensor, k: Tensor, Lc: int) -> Tensor:
-    """The kernel's running maximum exponent o_t (see :func:`bi_wkv_official`) by running maxima of
-    ``k_j +- j w``: [B, T, C].  Eager only (cummax); the scan form reads the same maxima off its anchors."""
+    """The kernel's running maximum exponent o_t (see :func:`bi_wkv_official`), [B, T, C], from running maxima
+    of ``k_j +- j w`` inside the chunks and over the chunks' maxima (the scan form reads the same maxima off its
+    anchors)."""
     B, T, C = k.shape
     n = -(-T // Lc)
-    tw = torch.arange(T, device=k.device).to(k.dtype).view(1, T, 1) * w           # t w
+    tw = torch.arange(T, device=k.device).to(k.dtype).view(1, T, 1) * w         # t w
     chunked = lambda x: F.pad(x, (0, 0, 0, n * Lc - T), value=NEG).view(B, n, Lc, C)   # noqa: E731
-    flat = lambda x: x.reshape(B, n * Lc, C)[:, :T]                                     # noqa: E731
     plus, minus = chunked(k + tw), chunked(k - tw)
-    left_in = flat(_shift_in(plus.cummax(2).values, 2)) - tw + w                 # k_j - (t-1-j) w, s <= j < t
-    left_out = flat(_shift_in(plus.amax(2).cummax(1).values, 1).unsqueeze(2).expand(B, n, Lc, C)) - tw
-    right = _shift_in((k - tw).flip(1).cummax(1).values, 1).flip(1) + tw         # k_j - (j-t) w, j > t
-    first = flat(minus[:, :, :1].expand(B, n, Lc, C)) + tw                       # k_s + (t-s) w
-    ghost = flat(torch.cat([torch.full_like(minus[:, :, :1], NEG), minus[:, :, 1:]], 2).cummax(2).values) + tw
-    left, rest = torch.maximum(left_in, left_out), torch.maximum(right, first)
-    return torch.maximum(torch.maximum(left, u + k), torch.maximum(rest, ghost + w.clamp(min=0)))
-
-
-def _official_matmul(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int, Lc: int, eps: float) -> Tensor:
-    """The kernel's result from :func:`_matmul_sums` plus one in-chunk Toeplitz matmul for the ghost sums;
-    within the MATMUL_* bounds."""
-    B, T, C = k.shape
-    n = -(-T // Lc)
-    fwd, bwd, z = (x[..., :T] for x in _matmul_sums(w, k, v, L))               # [C, 2, B, T]
-    wc = w.view(C, 1, 1, 1)
-    m = (torch.arange(T, device=k.device) % Lc).to(k.dtype)
-    at_start = lambda x: x[..., ::Lc].unsqueeze(-1).expand(C, 2, B, n, Lc).reshape(C, 2, B, n * Lc)[..., :T]  # noqa
-    # left: the formula's sum over j < t, with the terms before the chunk start one more step away.
-    left = fwd + torch.expm1(-wc) * torch.exp(-m * wc) * at_start(fwd)
-    # ghost: sum_{s<j<=t} e^{(t-j) w} z_j inside the kernel chunks: Toeplitz [a, b] = e^{(a-b) w}, 0 < b <= a.
-    grow = _toeplitz_decay(-w, Lc + 1, 1)[:, 1:, 1:Lc]                           # [C, a, b-1]
-    zc = F.pad(z, (0, n * Lc - T)).view(C, 2 * B * n, Lc)
-    ghost = torch.bmm(zc[..., 1:], grow.transpose(1, 2)).view(C, 2, B, n * Lc)[..., :T] * -torch.expm1(wc)
-    total = left + torch.exp(-wc) * bwd + ghost + torch.exp(u).view(C, 1, 1, 1) * z
-    scale = torch.exp(_official_max_logit(w, u, k, Lc) - k.amax(1, keepdim=True)).permute(2, 0, 1)
-    return (total[:, 0] / (total[:, 1] + eps * scale)).permute(1, 2, 0)
+    # Left: k_j - (t-1-j) w for s <= j < t, k_j - (t-j) w for j < s.
+    left = torch.maximum(_shift_in(_running_max(plus, 2), 2) + w, _shift_in(_running_max(plus.amax(2), 1), 1).unsqueeze(2))
+    # Right: k_j + (t-j) w for every j >= s (the maximum at the chunk start, then + w per step), and
+    # k_j + (t-j+1) w for s < j <= t (each step's new maximum candidate k_{t} + w).
+    from_start = _running_max(minus.amax(2).flip(1), 1).flip(1).unsqueeze(2)
+    steps = _running_max(torch.cat([torch.full_like(minus[:, :, :1], NEG), minus[:, :, 1:]], 2), 2) + w
+    flat = lambda x: x.reshape(B, n * Lc, C)[:, :T]                                     # noqa: E731
+    o = torch.maximum(flat(left) - tw, flat(torch.maximum(from_start, steps)) + tw)
+    return torch.maximum(o, u + k)
 
 
 def _official_scan(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int, Lc: int, eps: float) -> Tensor:
@@ -431,7 +435,9 @@ def bi_wkv_official(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "a
     fp32 (fp64 for fp64 inputs); returns [B, T, C]."""
     w, u, k, v, method, L = _prepare("bi_wkv_official", w, u, k, v, method, chunk_size)
     Lc = -(-k.shape[1] // token_split)
-    return (_official_matmul if method == "matmul" else _official_scan)(w, u, k, v, L, Lc, eps)
+    if method == "matmul":
+        return _chunk_matmul(w, u, k, v, Lc, eps)
+    return _official_scan(w, u, k, v, L, Lc, eps)
 
 
 # ---- VRWKV6 --------------------------------------------------------------------------------------------------
