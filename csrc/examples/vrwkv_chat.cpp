@@ -27,6 +27,7 @@ const char* kUsage =
     "  --prompt TEXT          one-shot question; without it, questions are read line by line from stdin\n"
     "                         (\"/reset\" starts a new conversation; the image-state cache keeps the image prefill)\n"
     "  --raw                  feed the prompt as is (default for byte-level models) instead of the chat template\n"
+    "  --image-position POS   VisualRWKV v6: first, middle or last (default: the export's)\n"
     "  --ort-lib PATH         libonnxruntime.so.* to load (default: $VRWKV_ORT_LIBRARY, then the search in README)\n"
     "  --provider NAME        cpu (default), cuda or tensorrt\n"
     "  --device-id N          GPU index for cuda/tensorrt\n"
@@ -43,7 +44,7 @@ const char* kUsage =
     "  --dump-pixels FILE     float32 tower inputs of each image (pixel inputs in metadata order), then exit\n";
 
 struct Args {
-  std::string model, prompt, ort_lib, provider = "cpu", trt_cache, dump_logits, json, dump_pixels;
+  std::string model, prompt, ort_lib, provider = "cpu", trt_cache, dump_logits, json, dump_pixels, image_position;
   std::vector<std::string> images;
   bool has_prompt = false, raw = false, bench = false, spin = true;
   int threads = 0, device_id = 0;
@@ -83,6 +84,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--image") a.images.push_back(val());
     else if (f == "--prompt") { a.prompt = val(); a.has_prompt = true; }
     else if (f == "--raw") a.raw = true;
+    else if (f == "--image-position") a.image_position = val();
     else if (f == "--ort-lib") a.ort_lib = val();
     else if (f == "--provider") a.provider = val();
     else if (f == "--device-id") a.device_id = int(integer(f, val()));
@@ -182,7 +184,9 @@ int run(const Args& a) {
       session.prefill(prompt_ids);
     } else if (first_turn) {
       std::vector<vrwkv::PromptItem> items =
-          info.visual ? vrwkv::question_prompt(tok, question, info.visual_version, info.image_position, int(images.size()))
+          info.visual ? vrwkv::question_prompt(tok, question, info.visual_version,
+                                               a.image_position.empty() ? info.image_position : a.image_position,
+                                               int(images.size()))
                       : std::vector<vrwkv::PromptItem>{{vrwkv::followup_ids(tok, question), -1}};
       for (auto& it : items) prompt_ids.insert(prompt_ids.end(), it.ids.begin(), it.ids.end());
       vrwkv::prefill_prompt(session, items, images, &cache);

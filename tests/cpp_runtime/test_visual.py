@@ -152,3 +152,23 @@ def test_chat_turns_and_image_state_cache(visual_export, run_chat, tmp_path):
     assert [chat.ask(q).tokens for q in ("What is it?", "And the colour?")] == [t["tokens"] for t in turns[:2]]
     assert turns[2]["prompt_ids"] == turns[0]["prompt_ids"] and turns[2]["tokens"] == turns[0]["tokens"]
     assert res["image_cache"] == {"hits": 1, "misses": 1}
+
+
+def test_prompt_templates_match_python(visual_export, run_chat, tmp_path):
+    """Prompt ids for every v6 image position (v7: image-first) with Unicode whitespace, CRLF and blank-line runs
+    in the question and the tag inside it: the C++ templates equal vrwkv_edge's question_prompt."""
+    from vrwkv_edge.tokenizer import load_tokenizer
+
+    question_prompt = import_first("vrwkv_edge.visualrwkv:question_prompt", "vrwkv_edge.visual:question_prompt")
+    _, model, export, image = visual_export
+    tok = load_tokenizer(export / "rwkv_vocab_v20230424.txt")
+    version = model.vcfg.version
+    questions = ["\u3000 What\r\n \t\n\nis this?\u2029 ", "Look:\n<image>\n\n\n\nWhat colour?  \n\n",
+                 "Answer the question using a single word or phrase.\n<image> Which?"]
+    for pos in ("first", "middle", "last") if version == "v6" else ("middle",):
+        for q in questions:
+            out = tmp_path / "p.json"
+            run_chat("--model", export, "--image", image, "--prompt", q, "--image-position", pos,
+                     "--max-new-tokens", 0, "--json", out)
+            want = question_prompt(tok, q, version, image_position=pos).token_ids()
+            assert json.loads(out.read_text())["turns"][0]["prompt_ids"] == want, (pos, q)
