@@ -1,5 +1,5 @@
 /* Built by test_api.py as C (not C++) against the installed package: the C API on a text export.
- * usage: c_api_check EXPORT_DIR PROMPT N  -> prints the greedy token ids, one line */
+ * usage: c_api_check EXPORT_DIR PROMPT N IMAGE -> prints the greedy token ids, one line */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   int32_t ids[256], out[256];
   size_t n_ids = 0, n_out = 0;
   int streamed = 0;
-  if (argc != 4) return 2;
+  if (argc != 5) return 2;
   vrwkv_model* m = vrwkv_model_open(argv[1], NULL, &err);
   if (!m) { fprintf(stderr, "error: %s\n", err); vrwkv_free(err); return 1; }
   if (vrwkv_tokenize(m, argv[2], strlen(argv[2]), ids, 256, &n_ids, &err)) { fprintf(stderr, "error: %s\n", err); return 1; }
@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
   printf("\n");
   /* errors come back as messages, not crashes */
   if (vrwkv_decode(s, 1 << 20, &err) != NULL || !err || !strstr(err, "out of range")) return 3;
+  vrwkv_free(err);
+  if (vrwkv_prefill_image_file(s, argv[4], &err) != NULL || !strstr(err, "not a VisualRWKV export")) return 6;
+  vrwkv_free(err);
+  if (vrwkv_prefill_image_file(s, "/nonexistent.png", &err) != NULL || !strstr(err, "image not found")) return 7;
   vrwkv_free(err);
   if (vrwkv_model_open("/nonexistent/export", NULL, &err) != NULL || !strstr(err, "no such directory")) return 4;
   vrwkv_free(err);

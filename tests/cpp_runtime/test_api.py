@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import TESTDATA
+
 PROMPT = "The quick brown fox"
 
 
@@ -22,7 +24,8 @@ def test_c_api_from_c(cpp_build, text_exports, ort_library, run_chat, tmp_path):
     subprocess.run([cc, "-std=c99", "-Wall", "-Werror", str(Path(__file__).with_name("c_api_check.c")),
                     f"-I{prefix / 'include'}", f"-L{libdir}", "-lvrwkv_runtime", f"-Wl,-rpath,{libdir}", "-o",
                     str(exe)], check=True)
-    r = subprocess.run([str(exe), str(text_exports["x070"]), PROMPT, "10"], capture_output=True, text=True,
+    image = TESTDATA / "images" / "coffee.png"
+    r = subprocess.run([str(exe), str(text_exports["x070"]), PROMPT, "10", str(image)], capture_output=True, text=True,
                        env={**os.environ, "VRWKV_ORT_LIBRARY": ort_library})
     assert r.returncode == 0, (r.returncode, r.stderr)
     out = tmp_path / "app.json"
