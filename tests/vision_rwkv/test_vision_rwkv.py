@@ -18,6 +18,7 @@ from vrwkv_edge.vision_rwkv.backbone import (VRWKV_PRESETS, PatchEmbed, VRWKVCon
 from vrwkv_edge.vision_rwkv.cli import main as cli_main
 from vrwkv_edge.vision_rwkv.image import (IMAGENET_MEAN_255, IMAGENET_STD_255, ImageLoadError, load_image,
                                      preprocess_classification)
+from vrwkv_edge.visualrwkv.towers import VRWKVTower, vrwkv_tower_config
 
 # Doc section 8: totals including the 1000-class head, to 0.01M, and the README's 0.1M figures.
 PUBLISHED = {"vrwkv_t": ("6.16", "6.2"), "vrwkv_s": ("23.82", "23.8"), "vrwkv_b": ("93.65", "93.7"),
@@ -217,6 +218,9 @@ def test_official_is_the_default_and_the_formula_an_option():
         assert torch.equal(model.set_wkv_impl("fast")(x), formula)           # old names kept
         assert torch.equal(model.set_wkv_impl("kernel")(x), official)
     assert (official - formula).abs().max() > 1e-4 * official.abs().max()
+    tower = VRWKVTower(vrwkv_tower_config(TINY)).backbone                # the VisualRWKV tower: same default
+    assert {layer.att.impl for layer in tower.layers} == {"official"}
+    assert {layer.att.impl for layer in tower.set_wkv_impl("fast").layers} == {"formula"}
 
 
 def test_vrwkv6_key_norm_sits_between_the_wkv_and_ln_x(monkeypatch):

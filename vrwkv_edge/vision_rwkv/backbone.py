@@ -339,6 +339,18 @@ class VRWKVBackbone(nn.Module):
             x = layer(x, grid)
         return self.ln1(x), grid
 
+    def set_wkv_impl(self, impl: str) -> "VRWKVBackbone":
+        """Which WKV the spatial mixes use (see :data:`BI_WKV`): "official" (the default: what the released
+        checkpoints were trained and evaluated with), "official_ref", "formula" or "ref"; the old names "fast"
+        (= "formula") and "kernel" (= "official") still work."""
+        table = BI_WKV if self.config.variant == "vrwkv" else BI_WKV6
+        impl = WKV_IMPL_ALIASES.get(impl, impl)
+        if impl not in table:
+            raise ValueError(f"wkv impl must be one of {sorted(table)} for {self.config.variant}, got {impl!r}")
+        for layer in self.layers:
+            layer.att.impl = impl
+        return self
+
     def forward(self, img: Tensor) -> Tensor:
         """img [B, 3, H, W] -> feature map [B, C, Hp, Wp]."""
         x, (Hp, Wp) = self.forward_tokens(img)
@@ -385,15 +397,8 @@ class VisionRWKV(nn.Module):
         return self.head(self.forward_tokens(img).mean(1))
 
     def set_wkv_impl(self, impl: str) -> "VisionRWKV":
-        """Which WKV the spatial mixes use (see :data:`BI_WKV`): "official" (the default: what the released
-        checkpoints were trained and evaluated with), "official_ref", "formula" or "ref"; old names "fast"
-        (= "formula") and "kernel" (= "official") still work."""
-        table = BI_WKV if self.config.variant == "vrwkv" else BI_WKV6
-        impl = WKV_IMPL_ALIASES.get(impl, impl)
-        if impl not in table:
-            raise ValueError(f"wkv impl must be one of {sorted(table)} for {self.config.variant}, got {impl!r}")
-        for layer in self.backbone.layers:
-            layer.att.impl = impl
+        """See :meth:`VRWKVBackbone.set_wkv_impl`."""
+        self.backbone.set_wkv_impl(impl)
         return self
 
 

@@ -210,7 +210,9 @@ def vrwkv_tower_config(arch=DEFAULT_VRWKV_TOWER, **overrides) -> VRWKVConfig:
 
 class VRWKVTower(nn.Module):
     """A Vision-RWKV backbone as a VisualRWKV ``vit``: parameters ``vit.backbone.*`` (the official Vision-RWKV
-    classifier's ``backbone.*`` names), so an official checkpoint's backbone drops in by adding ``vit.``."""
+    classifier's ``backbone.*`` names), so an official checkpoint's backbone drops in by adding ``vit.``.  Its
+    Bi-WKV is the backbone's default, the official CUDA kernel's result, which those checkpoints were trained
+    with; ``tower.backbone.set_wkv_impl("formula")`` selects the paper formula."""
 
     def __init__(self, cfg: VRWKVConfig):
         super().__init__()
