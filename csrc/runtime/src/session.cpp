@@ -23,7 +23,6 @@ struct Session::Impl {
   std::vector<int64_t> ids;                 // prefill block, capacity max_prefill_tokens
   std::vector<float> embeds;                // [1, tokens_per_image, C]
   OrtValue* embeds_val = nullptr;
-  std::map<std::string, OrtIoBinding*> bindings;  // "<kind>:<from set>"
   OrtIoBinding* vision = nullptr;
   int cur = 0;
   bool has_logits = false;
@@ -81,7 +80,9 @@ struct Session::Impl {
   }
 
   ~Impl() {
-    for (auto& kv : bindings) api.ReleaseIoBinding(kv.second);
+    for (auto& pair : bind)
+      for (auto* b : pair)
+        if (b) api.ReleaseIoBinding(b);
     if (vision) api.ReleaseIoBinding(vision);
     for (auto& set : vals)
       for (auto* v : set) api.ReleaseValue(v);
@@ -89,33 +90,39 @@ struct Session::Impl {
       if (v) api.ReleaseValue(v);
   }
 
-  // The binding that runs graph `kind` from state set `from` into the other set (first input bound by caller).
-  OrtIoBinding* binding(const std::string& kind, int from) {
-    std::string key = kind + ":" + std::to_string(from);
-    auto it = bindings.find(key);
-    if (it != bindings.end()) return it->second;
-    OrtSession* sess = m.session(kind);
+  // Graphs that carry the state; their sessions and bindings are looked up once and kept in these arrays, so a
+  // decode step does no map lookup, string building or allocation.
+  enum Graph { kDecode, kPrefill, kImagePrefill };
+  static constexpr const char* kNames[3] = {"decode", "prefill", "image_prefill"};
+  OrtSession* sess[3] = {};
+  OrtIoBinding* bind[3][2] = {};
+
+  // The binding that runs graph g from state set `from` into the other set (per-call inputs bound by the caller).
+  OrtIoBinding* binding(Graph g, int from) {
+    if (bind[g][from]) return bind[g][from];
+    if (!sess[g]) sess[g] = m.session(kNames[g]);
     OrtIoBinding* b = nullptr;
-    ort::check(api.CreateIoBinding(sess, &b), "CreateIoBinding");
-    bindings[key] = b;
+    ort::check(api.CreateIoBinding(sess[g], &b), "CreateIoBinding");
+    bind[g][from] = b;
     for (size_t i = 0; i < in_names.size(); ++i) {
       ort::check(api.BindInput(b, in_names[i].c_str(), vals[from][i]), "BindInput " + in_names[i]);
       ort::check(api.BindOutput(b, out_names[i].c_str(), vals[1 - from][i]), "BindOutput " + out_names[i]);
     }
     ort::check(api.BindOutput(b, "logits", logits_val), "BindOutput logits");
-    if (kind == "decode") ort::check(api.BindInput(b, "input_ids", token_val), "BindInput input_ids");
-    if (kind == "image_prefill") ort::check(api.BindInput(b, "image_embeds", embeds_val), "BindInput image_embeds");
+    if (g == kDecode) ort::check(api.BindInput(b, "input_ids", token_val), "BindInput input_ids");
+    if (g == kImagePrefill) ort::check(api.BindInput(b, "image_embeds", embeds_val), "BindInput image_embeds");
     return b;
   }
 
-  void run(const std::string& kind, OrtIoBinding* b) {
-    ort::check(timed_run(m.session(kind), b), kind + ".onnx");
+  void run(Graph g) {
+    OrtIoBinding* b = binding(g, cur);
+    if (OrtStatus* st = timed_run(sess[g], b)) ort::check(st, std::string(kNames[g]) + ".onnx");
     cur = 1 - cur;
     has_logits = true;
   }
 
   void check_id(int64_t id, size_t pos) const {
-    if (id < 0 || id >= int64_t(V))
+    if (id < 0 || id >= int64_t(V)) [[unlikely]]
       throw Error(Error::Kind::Argument, "token id " + std::to_string(id) + " at position " + std::to_string(pos) +
                                              " is out of range [0, " + std::to_string(V) + ")");
   }
@@ -141,9 +148,9 @@ const float* Session::prefill(const std::vector<int32_t>& ids) {
     OrtValue* v = nullptr;  // one per block: the prefill graph's seq dimension changes with the block length
     ort::check(s.api.CreateTensorWithDataAsOrtValue(s.m.lib->cpu, s.ids.data(), n * sizeof(int64_t), shape, 2,
                                                     ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, &v), "input_ids tensor");
-    OrtIoBinding* b = s.binding("prefill", s.cur);
+    OrtIoBinding* b = s.binding(Impl::kPrefill, s.cur);
     OrtStatus* st = s.api.BindInput(b, "input_ids", v);
-    if (!st) st = s.timed_run(s.m.session("prefill"), b);
+    if (!st) st = s.timed_run(s.sess[Impl::kPrefill], b);
     s.api.ReleaseValue(v);
     ort::check(st, "prefill.onnx");
     s.cur = 1 - s.cur;
@@ -156,7 +163,7 @@ const float* Session::decode(int32_t token) {
   Impl& s = *impl_;
   s.check_id(token, 0);
   s.token = token;
-  s.run("decode", s.binding("decode", s.cur));
+  s.run(Impl::kDecode);
   return s.logits.data();
 }
 
@@ -198,7 +205,7 @@ std::vector<float> Session::encode_image(const std::vector<std::vector<float>>& 
 const float* Session::prefill_pixels(const std::vector<std::vector<float>>& pixels) {
   encode_image(pixels);  // writes the bound embeddings buffer
   Impl& s = *impl_;
-  s.run("image_prefill", s.binding("image_prefill", s.cur));
+  s.run(Impl::kImagePrefill);
   return s.logits.data();
 }
 
@@ -210,7 +217,7 @@ const float* Session::prefill_image_embeds(const std::vector<float>& embeds) {
                                            std::to_string(s.m.info.n_embd) + "], got " + std::to_string(embeds.size()) +
                                            " floats");
   std::copy(embeds.begin(), embeds.end(), s.embeds.begin());
-  s.run("image_prefill", s.binding("image_prefill", s.cur));
+  s.run(Impl::kImagePrefill);
   return s.logits.data();
 }
 

@@ -2,8 +2,8 @@
 //
 //   vrwkv::Model model = vrwkv::Model::open("out/rwkv7-0.1b");         // metadata checked, sessions created
 //   vrwkv::Session s(model);                                            // state buffers allocated and bound
-//   s.prefill(model.tokenizer().encode("User: hi\n\nAssistant:"));
-//   vrwkv::generate(s, vrwkv::SamplingParams::greedy(), [](int32_t, const std::string& text) {
+//   s.prefill(vrwkv::followup_ids(model.tokenizer(), "hi"));            // "User: hi\n\n" + "Assistant:"
+//   vrwkv::generate(s, model.tokenizer(), vrwkv::SamplingParams::greedy(), [](int32_t, const std::string& text) {
 //     std::fputs(text.c_str(), stdout); return true; });
 //
 // ONNX Runtime is loaded at run time (dlopen + OrtGetApiBase, C API version VRWKV_ORT_API_VERSION), so one
