@@ -78,6 +78,18 @@ inline void load_state(float* dst, const float* src, int64_t bh) {
     else std::fill(dst, dst + N * N, 0.f);
 }
 
+// Where the first token of a forward pass reads the previous state: head bh of state_in itself (the kernel then
+// writes state_out, dst, without a copy first), or dst zeroed when there is no state_in.  With no tokens the
+// state passes through, copied.
+template <int N>
+inline const float* first_source(float* dst, const float* state_in, int64_t bh, int T) {
+    if (!state_in || T == 0) {
+        load_state<N>(dst, state_in, bh);
+        return dst;
+    }
+    return state_in + bh * N * N;
+}
+
 // Runs fn(b, h, N-constant, In-value) for every head, spread over threads.
 template <class P, class Fn>
 void for_each_head(const P& p, const ParallelFor& pf, const char* op, Fn fn) {
@@ -90,14 +102,27 @@ void for_each_head(const P& p, const ParallelFor& pf, const char* op, Fn fn) {
     });
 }
 
-// The backward passes' access to past states without storing all T of them: replay the forward keeping one state
-// every kChunk tokens, then, chunk by chunk from the end, recompute that chunk's states and call
-// reverse(t, S_{t-1}, S_t) for its tokens in reverse order.  step(t, S) advances S over token t in place.
+// Forward of one head: token(t, src, dst, y) reads the previous state from src and writes the new one to dst, which
+// is head bh of state_out (in place from the second token on); the first source is state_in itself (no copy).
+template <int N, class Token>
+void forward_head(const WkvCommonParams& p, int b, int h, Token token) {
+    const int64_t bh = int64_t(b) * p.H + h;
+    float* S = p.state_out + bh * N * N;
+    const float* src = first_source<N>(S, p.state_in, bh, p.T);
+    for (int t = 0; t < p.T; ++t, src = S) token(t, src, S, out_ptr(p.y, p, b, t, h));
+}
+
+// Backward of one head without storing all T states: replay the forward from state_in keeping one state every
+// kChunk tokens, then, chunk by chunk from the end, recompute that chunk's states and call
+// reverse(t, S_{t-1}, S_t, dS) for its tokens in reverse order, dS holding dL/dS_t on entry and dL/dS_{t-1} on
+// exit (it starts as dstate_out and ends as dstate_in).  step(t, S) advances S over token t in place.
 template <int N, class Step, class Reverse>
-void checkpointed_reverse(int T, const float* state0, Step step, Reverse reverse) {
-    const int n_ckpt = (T + kChunk - 1) / kChunk;
-    std::vector<float> ckpt(size_t(n_ckpt) * N * N), chunk(size_t(kChunk + 1) * N * N);
-    std::vector<float> S(state0, state0 + N * N);
+void backward_head(const WkvCommonParams& p, int b, int h, Step step, Reverse reverse) {
+    const int64_t bh = int64_t(b) * p.H + h;
+    const int T = p.T, n_ckpt = (T + kChunk - 1) / kChunk;
+    std::vector<float> ckpt(size_t(n_ckpt) * N * N), chunk(size_t(kChunk + 1) * N * N), S(N * N);
+    load_state<N>(S.data(), p.state_in, bh);
+    load_state<N>(p.dstate_in + bh * N * N, p.dstate_out, bh);
     for (int t = 0; t < T; ++t) {
         if (t % kChunk == 0) std::copy(S.begin(), S.end(), ckpt.begin() + size_t(t / kChunk) * N * N);
         step(t, S.data());
@@ -110,7 +135,8 @@ void checkpointed_reverse(int T, const float* state0, Step step, Reverse reverse
             step(t0 + m, chunk.data() + size_t(m + 1) * N * N);
         }
         for (int m = len - 1; m >= 0; --m)
-            reverse(t0 + m, chunk.data() + size_t(m) * N * N, chunk.data() + size_t(m + 1) * N * N);
+            reverse(t0 + m, chunk.data() + size_t(m) * N * N, chunk.data() + size_t(m + 1) * N * N,
+                    p.dstate_in + bh * N * N);
     }
 }
 

@@ -42,6 +42,33 @@ __device__ __forceinline__ float* ckpt_base(const WkvCommonParams& p, int64_t bh
     return p.workspace + bh * (n_ckpt + kChunk + 1) * p.N * p.N;
 }
 
+// Backward pass 1: the forward replayed from state_in (advance(t, s) stages token t and updates column s),
+// keeping the state at the start of every chunk in ckpt.
+template <int N, class Advance>
+__device__ __forceinline__ void save_checkpoints(const WkvCommonParams& p, int64_t bh, int j, float* ckpt,
+                                                 Advance advance) {
+    float s[N];
+    load_column<N>(p.state_in, bh, j, s);
+    for (int t = 0; t < p.T; ++t) {
+        if (t % kChunk == 0) store_column<N>(ckpt, t / kChunk, j, s);
+        advance(t, s);
+    }
+}
+
+// The states of chunk c from its checkpoint: chunk[m] = the state before token c * kChunk + m, m = 0 .. len.
+// Each thread writes and later reads only its own column, so no barrier is needed around the workspace.
+template <int N, class Advance>
+__device__ __forceinline__ void recompute_chunk(const float* ckpt, float* chunk, int c, int len, int j,
+                                                Advance advance) {
+    float s[N];
+    load_column<N>(ckpt, c, j, s);
+    store_column<N>(chunk, 0, j, s);
+    for (int m = 0; m < len; ++m) {
+        advance(c * kChunk + m, s);
+        store_column<N>(chunk, m + 1, j, s);
+    }
+}
+
 }  // namespace vrwkv
 
 namespace vrwkv {

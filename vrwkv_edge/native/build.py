@@ -26,6 +26,8 @@ EXT_NAME = "vrwkv_edge_native"
 CPU_SOURCES = ("torch/binding.cpp", "kernels/wkv6/wkv6_cpu.cpp", "kernels/wkv7/wkv7_cpu.cpp",
                "kernels/biwkv/biwkv_cpu.cpp", "kernels/reference.cpp")
 CUDA_SOURCES = ("kernels/wkv6/wkv6_cuda.cu", "kernels/wkv7/wkv7_cuda.cu", "kernels/biwkv/biwkv_cuda.cu")
+# The parts of csrc/ the extension is built from (csrc/ also holds other parts, which must not change the key).
+SOURCE_DIRS = ("include", "kernels", "cuda_on_cpu", "torch")
 CFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-DNDEBUG")
 # Jetson Orin (sm_87), L20/L40 (sm_89), H100/H200 (sm_90), plus PTX for newer GPUs.
 CUDA_ARCHS = ("87", "89", "90")
@@ -68,7 +70,7 @@ def build_key(cuda: bool) -> str:
     import torch
     root = csrc_dir()
     h = hashlib.sha256()
-    files = sorted(p for p in root.rglob("*") if p.suffix in (".h", ".cuh", ".cpp", ".cu") and "tests" not in p.parts)
+    files = sorted(p for d in SOURCE_DIRS for p in (root / d).rglob("*") if p.suffix in (".h", ".cuh", ".cpp", ".cu"))
     for p in files:
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
@@ -116,14 +118,14 @@ def build(force: bool = False, cuda: Optional[bool] = None, verbose: bool = Fals
     return target
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="vrwkv-edge build-native",
-                                     description="Build the C++ (and, with a CUDA torch, CUDA) WKV kernels.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching build is cached")
     parser.add_argument("--no-cuda", action="store_true", help="build the CPU kernels only")
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
     parser.add_argument("--print-path", action="store_true", help="print where the library is (or would be) and exit")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     cuda = False if args.no_cuda else None
     if args.print_path:
         print(library_path(cuda))
@@ -134,3 +136,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{'CPU + CUDA' if (want_cuda() and not args.no_cuda) else 'CPU only'}); "
           f"select with model.set_wkv_impl('native')")
     return 0
+
+
+HELP = "build the C++ (and, with a CUDA torch, CUDA) WKV kernels of csrc/ for wkv_impl='native'"
+
+
+def add_build_native_cli(subparsers) -> None:
+    """Registers ``vrwkv-edge build-native`` on the package CLI's sub-parsers."""
+    p = subparsers.add_parser("build-native", help=HELP, description=HELP)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vrwkv_edge.native", description=HELP)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -18,16 +18,17 @@ void load_tok6(Tok6<N>& x, const Wkv6Params& p, int b, int t, int h) {
     load_vec<N, In>(x.v, p.v, p, b, t, h);
 }
 
-// y = r^T (S + diag(u) k v^T) when y is given (reading S before the update), then S = diag(w) S + k v^T.
+// y = r^T (src + diag(u) k v^T) when y is given, and dst = diag(w) src + k v^T (src == dst: in place).
 template <int N>
-void wkv6_update(float* S, const Tok6<N>& x, const float* u, float* y) {
+void wkv6_update(const float* src, float* dst, const Tok6<N>& x, const float* u, float* y) {
     alignas(64) float acc[N] = {};                  // a local accumulator stays in registers (y may alias S)
     for (int i = 0; i < N; ++i) {
-        float* row = S + i * N;
-        if (y) axpy<N>(acc, x.r[i], row);
+        const float* in = src + i * N;
+        float* row = dst + i * N;
+        if (y) axpy<N>(acc, x.r[i], in);
         const float wi = x.w[i], ki = x.k[i];
         VRWKV_SIMD
-        for (int j = 0; j < N; ++j) row[j] = row[j] * wi + ki * x.v[j];
+        for (int j = 0; j < N; ++j) row[j] = in[j] * wi + ki * x.v[j];
     }
     if (y) {
         float ruk = 0.f;
@@ -48,16 +49,13 @@ void wkv6_forward_cpu(const Wkv6Params& p, const ParallelFor& pf) {
     for_each_head(p, pf, "wkv6_forward_cpu", [&](int b, int h, auto n, auto in) {
         constexpr int N = decltype(n)::value;
         using In = decltype(in);
-        const int64_t bh = int64_t(b) * p.H + h;
-        float* S = p.state_out + bh * N * N;           // updated in place: no copy out
         alignas(64) float u[N];
         Tok6<N> x;
         load_u<N, In>(u, p, h);
-        load_state<N>(S, p.state_in, bh);
-        for (int t = 0; t < p.T; ++t) {
+        forward_head<N>(p, b, h, [&](int t, const float* src, float* dst, float* y) {
             load_tok6<N, In>(x, p, b, t, h);
-            wkv6_update<N>(S, x, u, out_ptr(p.y, p, b, t, h));
-        }
+            wkv6_update<N>(src, dst, x, u, y);
+        });
     });
 }
 
@@ -65,18 +63,14 @@ void wkv6_backward_cpu(const Wkv6Params& p, const ParallelFor& pf) {
     for_each_head(p, pf, "wkv6_backward_cpu", [&](int b, int h, auto n, auto in) {
         constexpr int N = decltype(n)::value;
         using In = decltype(in);
-        const int64_t bh = int64_t(b) * p.H + h;
-        std::vector<float> S0(N * N), dS(N * N);
-        load_state<N>(S0.data(), p.state_in, bh);
-        load_state<N>(dS.data(), p.dstate_out, bh);
         alignas(64) float u[N], du[N] = {};
         load_u<N, In>(u, p, h);
         Tok6<N> x;
         auto step = [&](int t, float* S) {
             load_tok6<N, In>(x, p, b, t, h);
-            wkv6_update<N>(S, x, u, nullptr);
+            wkv6_update<N>(S, S, x, u, nullptr);
         };
-        auto reverse = [&](int t, const float* prev, const float*) {
+        auto reverse = [&](int t, const float* prev, const float*, float* dS) {
             load_tok6<N, In>(x, p, b, t, h);
             const float* dy = out_ptr(p.dy, p, b, t, h);
             float *dr = out_ptr(p.dr, p, b, t, h), *dk = out_ptr(p.dk, p, b, t, h), *dv = out_ptr(p.dv, p, b, t, h);
@@ -86,7 +80,7 @@ void wkv6_backward_cpu(const Wkv6Params& p, const ParallelFor& pf) {
             for (int i = 0; i < N; ++i) ruk += x.r[i] * u[i] * x.k[i];
             for (int j = 0; j < N; ++j) dv[j] = ruk * dy[j];
             for (int i = 0; i < N; ++i) {
-                float* g = dS.data() + i * N;                   // dL/dS_t (y_t reads S_{t-1}, not S_t)
+                float* g = dS + i * N;                          // dL/dS_t (y_t reads S_{t-1}, not S_t)
                 dr[i] = dot<N>(prev + i * N, dy) + u[i] * x.k[i] * dyv;
                 dk[i] = dot<N>(g, x.v) + x.r[i] * u[i] * dyv;
                 dw[i] = x.w[i] * dot<N>(g, prev + i * N);
@@ -97,9 +91,8 @@ void wkv6_backward_cpu(const Wkv6Params& p, const ParallelFor& pf) {
                 for (int j = 0; j < N; ++j) g[j] = g[j] * wi + ri * dy[j];
             }
         };
-        checkpointed_reverse<N>(p.T, S0.data(), step, reverse);
-        std::memcpy(p.dstate_in + bh * N * N, dS.data(), sizeof(float) * N * N);
-        std::memcpy(p.du + bh * N, du, sizeof du);
+        backward_head<N>(p, b, h, step, reverse);
+        std::memcpy(p.du + (int64_t(b) * p.H + h) * N, du, sizeof du);
     });
 }
 

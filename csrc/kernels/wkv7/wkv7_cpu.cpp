@@ -21,18 +21,20 @@ void load_tok7(Tok7<N>& x, const Wkv7Params& p, int b, int t, int h) {
     load_vec<N, In>(x.b, p.b, p, b, t, h);
 }
 
-// S = diag(w) S + b (a^T S) + k v^T, in place; y = S^T r when y is given.
+// dst = diag(w) src + b (a^T src) + k v^T (src == dst: in place); y = dst^T r when y is given.  Reading the
+// previous state from src lets the first token read state_in directly instead of copying it first.
 template <int N>
-void wkv7_update(float* S, const Tok7<N>& x, float* y) {
+void wkv7_update(const float* src, float* dst, const Tok7<N>& x, float* y) {
     // sa and y accumulate in locals (registers): through the y pointer, which may alias S, every row would be a
     // store-to-load round trip.
     alignas(64) float sa[N] = {}, acc[N] = {};
-    for (int i = 0; i < N; ++i) axpy<N>(sa, x.a[i], S + i * N);
+    for (int i = 0; i < N; ++i) axpy<N>(sa, x.a[i], src + i * N);
     for (int i = 0; i < N; ++i) {
-        float* row = S + i * N;
+        const float* in = src + i * N;
+        float* row = dst + i * N;
         const float wi = x.w[i], bi = x.b[i], ki = x.k[i];
         VRWKV_SIMD
-        for (int j = 0; j < N; ++j) row[j] = row[j] * wi + bi * sa[j] + ki * x.v[j];
+        for (int j = 0; j < N; ++j) row[j] = in[j] * wi + bi * sa[j] + ki * x.v[j];
         if (y) axpy<N>(acc, x.r[i], row);
     }
     if (y) std::copy(acc, acc + N, y);
@@ -43,15 +45,11 @@ void wkv7_update(float* S, const Tok7<N>& x, float* y) {
 void wkv7_forward_cpu(const Wkv7Params& p, const ParallelFor& pf) {
     for_each_head(p, pf, "wkv7_forward_cpu", [&](int b, int h, auto n, auto in) {
         constexpr int N = decltype(n)::value;
-        using In = decltype(in);
-        const int64_t bh = int64_t(b) * p.H + h;
-        float* S = p.state_out + bh * N * N;           // updated in place: no copy out
         Tok7<N> x;
-        load_state<N>(S, p.state_in, bh);
-        for (int t = 0; t < p.T; ++t) {
-            load_tok7<N, In>(x, p, b, t, h);
-            wkv7_update<N>(S, x, out_ptr(p.y, p, b, t, h));
-        }
+        forward_head<N>(p, b, h, [&](int t, const float* src, float* dst, float* y) {
+            load_tok7<N, decltype(in)>(x, p, b, t, h);
+            wkv7_update<N>(src, dst, x, y);
+        });
     });
 }
 
@@ -59,16 +57,12 @@ void wkv7_backward_cpu(const Wkv7Params& p, const ParallelFor& pf) {
     for_each_head(p, pf, "wkv7_backward_cpu", [&](int b, int h, auto n, auto in) {
         constexpr int N = decltype(n)::value;
         using In = decltype(in);
-        const int64_t bh = int64_t(b) * p.H + h;
-        std::vector<float> S0(N * N), dS(N * N);
-        load_state<N>(S0.data(), p.state_in, bh);
-        load_state<N>(dS.data(), p.dstate_out, bh);
         Tok7<N> x;
         auto step = [&](int t, float* S) {
             load_tok7<N, In>(x, p, b, t, h);
-            wkv7_update<N>(S, x, nullptr);
+            wkv7_update<N>(S, S, x, nullptr);
         };
-        auto reverse = [&](int t, const float* prev, const float* cur) {
+        auto reverse = [&](int t, const float* prev, const float* cur, float* dS) {
             load_tok7<N, In>(x, p, b, t, h);
             const float* dy = out_ptr(p.dy, p, b, t, h);
             float *dr = out_ptr(p.dr, p, b, t, h), *dk = out_ptr(p.dk, p, b, t, h), *dv = out_ptr(p.dv, p, b, t, h);
@@ -77,7 +71,7 @@ void wkv7_backward_cpu(const Wkv7Params& p, const ParallelFor& pf) {
             for (int i = 0; i < N; ++i) axpy<N>(sa, x.a[i], prev + i * N);
             std::fill(dv, dv + N, 0.f);
             for (int i = 0; i < N; ++i) {
-                float* g = dS.data() + i * N;                   // becomes dL/dS_t: y_t = S_t^T r_t adds r dy^T
+                float* g = dS + i * N;                          // becomes dL/dS_t: y_t = S_t^T r_t adds r dy^T
                 axpy<N>(g, x.r[i], dy);
                 dr[i] = dot<N>(cur + i * N, dy);
                 dk[i] = dot<N>(g, x.v);
@@ -87,15 +81,14 @@ void wkv7_backward_cpu(const Wkv7Params& p, const ParallelFor& pf) {
                 axpy<N>(dsa, x.b[i], g);
             }
             for (int i = 0; i < N; ++i) {                       // dL/dS_{t-1} = diag(w) dS + a dsa^T
-                float* g = dS.data() + i * N;
+                float* g = dS + i * N;
                 da[i] = dot<N>(prev + i * N, dsa);
                 const float wi = x.w[i], ai = x.a[i];
                 VRWKV_SIMD
                 for (int j = 0; j < N; ++j) g[j] = g[j] * wi + ai * dsa[j];
             }
         };
-        checkpointed_reverse<N>(p.T, S0.data(), step, reverse);
-        std::memcpy(p.dstate_in + bh * N * N, dS.data(), sizeof(float) * N * N);
+        backward_head<N>(p, b, h, step, reverse);
     });
 }
 

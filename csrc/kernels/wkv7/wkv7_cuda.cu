@@ -63,27 +63,19 @@ __global__ void __launch_bounds__(N) wkv7_backward_kernel(Wkv7Params p) {
         b_[j] = load_token<In>(p.b, p, b, t, h, j);
         __syncthreads();
     };
-    float* ckpt = ckpt_base(p, bh);
-    const int n_ckpt = (p.T + kChunk - 1) / kChunk;
-    float* chunk = ckpt + int64_t(n_ckpt) * N * N;  // chunk state m: before token t0 + m
-    float s[N];
-    load_column<N>(p.state_in, bh, j, s);
-    for (int t = 0; t < p.T; ++t) {
-        if (t % kChunk == 0) store_column<N>(ckpt, t / kChunk, j, s);
+    auto advance = [&](int t, float(&s)[N]) {
         stage(t);
         wkv7_column_step<N>(s, w_, k_, a_, b_, load_token<In>(p.v, p, b, t, h, j));
-    }
+    };
+    float* ckpt = ckpt_base(p, bh);
+    const int n_ckpt = (p.T + kChunk - 1) / kChunk;
+    float* chunk = ckpt + int64_t(n_ckpt) * N * N;
+    save_checkpoints<N>(p, bh, j, ckpt, advance);
     float ds[N];
     load_column<N>(p.dstate_out, bh, j, ds);
     for (int c = n_ckpt - 1; c >= 0; --c) {
         const int t0 = c * kChunk, len = p.T - t0 < kChunk ? p.T - t0 : kChunk;
-        load_column<N>(ckpt, c, j, s);
-        store_column<N>(chunk, 0, j, s);
-        for (int m = 0; m < len; ++m) {
-            stage(t0 + m);
-            wkv7_column_step<N>(s, w_, k_, a_, b_, load_token<In>(p.v, p, b, t0 + m, h, j));
-            store_column<N>(chunk, m + 1, j, s);
-        }
+        recompute_chunk<N>(ckpt, chunk, c, len, j, advance);
         for (int m = len - 1; m >= 0; --m) {
             const int t = t0 + m;
             stage(t);
