@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--stem", default="serving")
+    ap.add_argument("--exports", type=Path, default=None,
+                    help="keep the exports in DIR/<preset>-<backend> and reuse them on later runs (same seeded weights)")
     args = ap.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     bad = [b for b in backends if b not in BACKENDS]
@@ -64,8 +66,13 @@ def main(argv=None) -> int:
         dirs = {}
         for b in backends:
             dtype, quantize = BACKENDS[b]
+            dirs[b] = (args.exports or Path(tmp)) / f"{args.preset}-{b}"
+            if args.exports is not None and (dirs[b] / "metadata.json").is_file():
+                exports.append({"backend": b, "export_s": None, "reused": str(dirs[b])})
+                log(f"reusing the export {dirs[b]}")
+                continue
             t0 = time.perf_counter()
-            dirs[b] = export_model(model, Path(tmp) / b, dtype=dtype, quantize=quantize, embeds=False, progress=False)
+            export_model(model, dirs[b], dtype=dtype, quantize=quantize, embeds=False, progress=False)
             exports.append({"backend": b, "export_s": round(time.perf_counter() - t0, 1)})
             log(f"exported {b} in {exports[-1]['export_s']} s")
         del model
@@ -107,7 +114,9 @@ def main(argv=None) -> int:
         table, "",
         f"State per stream: {memory['state_mib_per_stream']:.2f} MiB (float32), whatever the context. A Transformer "
         f"of the same depth and width keeps a KV cache of {kv} tokens per stream ({memory['kv_cache_note']}).", "",
-        "Exports: " + ", ".join(f"{e['backend']} {e['export_s']} s" for e in exports) + ".", ""])
+        "Exports: " + ", ".join(f"{e['backend']} " + (f"{e['export_s']} s" if e["export_s"] is not None else
+                                                        "reused from an earlier run (--exports)")
+                                for e in exports) + ".", ""])
     with atomic_write(out / f"{args.stem}.md", suffix=".md") as tmp_md:
         Path(tmp_md).write_text(md, encoding="utf-8")
     log(f"wrote {out / args.stem}.json, .md, .png")

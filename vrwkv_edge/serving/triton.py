@@ -404,5 +404,6 @@ def describe(repo: PathLike, names: Sequence[str]) -> str:
         kind = "sequence batcher, implicit state" if "sequence_batching" in c else "stateless"
         lines.append(f"  {n}: {kind}")
     lines.append(f"serve it with: docker run --rm -p8000:8000 -p8001:8001 -v {repo}:/models "
-                 f"nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models")
+                 f"nvcr.io/nvidia/tritonserver:24.08-py3 tritonserver --model-repository=/models "
+                 f"(add --gpus all for GPU instances)")
     return "\n".join(lines)
