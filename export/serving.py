@@ -28,6 +28,10 @@ has no request in this call (``direct`` strategy; the ``oldest`` strategy only s
 needs nothing in the graph (the server drops the state); it is an input because Triton feeds every control the
 configuration lists.  ``CORRID`` is left out with ``corrid=False``: TensorRT has no 64-bit unsigned tensors, so
 an engine is built from a graph without it.
+
+Rows are independent in fp32 and fp16 graphs, so the sequence batcher's batching changes nothing; an int8 graph
+quantizes activations with one scale per batch (see :mod:`vrwkv_edge.serving.batcher`), so there a sequence's
+logits depend on which other sequences share its batch.
 """
 from __future__ import annotations
 

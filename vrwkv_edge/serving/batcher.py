@@ -17,6 +17,11 @@ kept compact: a finishing row is removed (:meth:`State.select` of the others), a
 :class:`~vrwkv_edge.generation.Sampler` (its own penalties and seeded generator), so its tokens are those of
 :func:`~vrwkv_edge.generation.generate` on the same prompt with the same parameters, run alone.
 
+One exception, measured: an ONNX Runtime **int8** export quantizes activations dynamically with ONE scale per
+tensor, i.e. over the whole batch (``DynamicQuantizeLinear`` before ``MatMulInteger``), so an int8 row's logits
+depend on its batch mates (up to 0.84 in logits at 0.1B with two rows; one row per call: identical), and its
+tokens can differ from a solo run.  fp32 and fp16 graphs are row-independent (0.1B fp32: identical logits).
+
 A sequence follows ``generate``'s rules: it samples from the logits after its last input, stops on a stop token
 (not emitted) or after ``max_new_tokens`` tokens; a finished row leaves before the next decode step (its last
 token is never fed, as no logits after it are needed).  :meth:`cancel` removes a sequence at any step.
