@@ -126,8 +126,10 @@ def official_q_shift(x, grid, shift=1, gamma=1 / 4):
     out = torch.zeros_like(x)
     out[:, 0:int(C * gamma), :, shift:W] = x[:, 0:int(C * gamma), :, 0:W - shift]
     out[:, int(C * gamma):int(C * gamma * 2), :, 0:W - shift] = x[:, int(C * gamma):int(C * gamma * 2), :, shift:W]
-    out[:, int(C * gamma * 2):int(C * gamma * 3), shift:H, :] = x[:, int(C * gamma * 2):int(C * gamma * 3), 0:H - shift, :]
-    out[:, int(C * gamma * 3):int(C * gamma * 4), 0:H - shift, :] = x[:, int(C * gamma * 3):int(C * gamma * 4), shift:H, :]
+    out[:, int(C * gamma * 2):int(C * gamma * 3), shift:H, :] = \
+        x[:, int(C * gamma * 2):int(C * gamma * 3), 0:H - shift, :]
+    out[:, int(C * gamma * 3):int(C * gamma * 4), 0:H - shift, :] = \
+        x[:, int(C * gamma * 3):int(C * gamma * 4), shift:H, :]
     out[:, int(C * gamma * 4):, ...] = x[:, int(C * gamma * 4):, ...]
     return out.flatten(2).transpose(1, 2)
 
@@ -227,7 +229,8 @@ def test_vrwkv6_key_norm_sits_between_the_wkv_and_ln_x(monkeypatch):
     """Official vrwkv6.py: ``x = RUN_CUDA_RWKV6(...); x = key_norm(x); ln_x(x)``; and it loads from a state dict."""
     model = random_model(TINY6_KN, seed=3)
     att = model.backbone.layers[1].att
-    assert tuple(att.key_norm.weight.shape) == (32,) and tuple(model.backbone.layers[1].ffn.key_norm.bias.shape) == (128,)
+    assert tuple(att.key_norm.weight.shape) == (32,)
+    assert tuple(model.backbone.layers[1].ffn.key_norm.bias.shape) == (128,)
     x = image_batch(48, 64)
     loaded = load_vision_rwkv(model.state_dict(), arch=TINY6_KN)
     assert loaded.config.key_norm and loaded.config.variant == "vrwkv6"

@@ -223,7 +223,7 @@ def _exclusive_scan(w: Tensor, k: Tensor, v: Tensor, L: int) -> tuple:
     return tuple(x.reshape(N, T, C) for x in (num, den, K, D))
 
 
-# Bounds under which :func:`_chunk_matmul` is exact in fp32: with keys within MATMUL_MAX_SPREAD of their maximum
+# Bounds under which the matmul forms are exact in fp32: with keys within MATMUL_MAX_SPREAD of their maximum
 # (per image and channel), |w| T <= MATMUL_MAX_WT and |u| <= MATMUL_MAX_U, every term it multiplies out lies in
 # [e^-80, e^+50]: no overflow and no subnormals, so plain products and sums keep full relative precision.
 MATMUL_MAX_SPREAD, MATMUL_MAX_WT, MATMUL_MAX_U = 30.0, 30.0, 20.0
@@ -242,47 +242,43 @@ def _toeplitz_decay(w: Tensor, n: int, step: int) -> Tensor:
     return torch.where(idx.view(1, n) < idx.view(n, 1), torch.exp(-dist * (step * w).view(-1, 1, 1)), 0.0)
 
 
-def _chunk_matmul(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int, kernel_eps: float | None = None) -> Tensor:
-    """Bi-WKV as per-channel Toeplitz matmuls around e^{max k}: inside chunks of L tokens (one bmm also giving
-    each chunk's totals), then across chunks.  Channel-major ([C, ..., T]) so that every matmul is a plain bmm
-    over channels.  Exact only within the MATMUL_* bounds (see :func:`_matmul_is_exact`).
-
-    ``kernel_eps=None``: the formula.  Otherwise the official kernel's result (:func:`bi_wkv_official`), with L
-    its chunk length: the in-chunk left sums keep distance t-1-j, every other term is one step further, plus
-    the ghost sums and the eps after rescaling."""
-    B, T, C = k.shape
+def _causal_matmul(z: Tensor, w: Tensor, L: int) -> Tensor:
+    """Exclusive causal sums ``S_t = sum_{j<t} e^{-(t-1-j) w} z_j`` along the last dim of z [C, R, T] (w: [C],
+    any sign), by per-channel Toeplitz matmuls: inside chunks of L (one bmm, which also gives each chunk's
+    total seen from just past its end), then across chunks, decaying by e^{-L w} per chunk.  Channel-major, so
+    that every matmul is a plain bmm over channels."""
+    C, R, T = z.shape
     n = -(-T // L)
-    kernel = kernel_eps is not None
-    k_max = k.amax(1, keepdim=True)
-    ek = torch.exp(k - k_max)
-    z = torch.stack([(ek * v).permute(2, 0, 1), ek.permute(2, 0, 1)], 1)          # [C, 2, B, T]: (num, den)
-    z = F.pad(z, (0, n * L - T)).view(C, 2 * B * n, L)                           # zeros add nothing
-    M = _toeplitz_decay(w, L, 1)                                                 # [C, L(j), L(i)]: i before j
+    z = F.pad(z, (0, n * L - T)).reshape(C, R * n, L)                            # zeros add nothing
     pos = torch.arange(L, device=w.device, dtype=w.dtype)
     wc = w.view(C, 1, 1)
-    far = torch.exp(-wc) if kernel else 1.0                                      # the kernel's extra step
-    # One matrix [i, j] for everything inside a chunk: forward sums over i < j (M^T), backward sums over i > j
-    # (M), the current token (e^u on the diagonal) and, for the kernel, the ghost sums
-    # (1 - e^w) sum_{s<i<=j} e^{(j-i) w} z_i.  Two more columns: the chunk's total seen from just past its end
-    # (forward) and just before its start (backward).
-    inside = M.transpose(1, 2) + M * far + torch.diag_embed(torch.exp(u).view(C, 1).expand(C, L))
-    if kernel:
-        grow = _toeplitz_decay(-w, L + 1, 1)[:, 1:, :L].transpose(1, 2) * (pos > 0).view(1, L, 1)
-        inside = inside - torch.expm1(wc) * grow
-    ends = [torch.exp(-(L - 1 - pos) * wc).mT * far, torch.exp(-pos * wc).mT * far]
-    out = torch.bmm(z, torch.cat([inside] + ends, 2))                            # [C, rows, L + 2]
-    tot_f, tot_b = (out[..., L + i].reshape(C, 2 * B, n).contiguous() for i in range(2))   # strided: slow bmm
-    # ... carried to every later (earlier) chunk, decaying by e^{-L w} per chunk.
-    Mc = _toeplitz_decay(w, n, L)
-    carry_f = torch.bmm(tot_f, Mc.transpose(1, 2)).view(C, -1, 1)
-    carry_b = torch.bmm(tot_b, Mc).view(C, -1, 1)
-    carry = torch.cat([carry_f, carry_b], 2)                                     # decayed over the tokens before
-    total = torch.baddbmm(out[..., :L], carry, torch.exp(-torch.stack([pos, L - 1 - pos], 0) * wc))   # / after
-    total = total.view(C, 2, B, n * L)[..., :T]
-    num, den = total[:, 0], total[:, 1]
-    if kernel:
-        den = den + kernel_eps * torch.exp(_official_max_logit(w, u, k, L) - k_max).permute(2, 0, 1)
-    return (num / den).permute(1, 2, 0)                                          # [B, T, C] (a view)
+    out = torch.bmm(z, torch.cat([_toeplitz_decay(w, L, 1).mT, torch.exp(-(L - 1 - pos) * wc).mT], 2))
+    totals = out[..., L].reshape(C, R, n).contiguous()                            # strided: a slow bmm
+    carry = torch.bmm(totals, _toeplitz_decay(w, n, L).mT).view(C, R * n, 1)
+    return torch.baddbmm(out[..., :L], carry, torch.exp(-pos * wc)).view(C, R, n * L)[..., :T]
+
+
+def _matmul_terms(w: Tensor, k: Tensor, v: Tensor, L: int) -> tuple:
+    """``z = e^{k - max k} (v, 1)`` as [C, 2B, T] (num rows, then den rows), and the formula's sums over i < t and
+    over i > t (distance |t-i|-1) by :func:`_causal_matmul` (both directions in one call)."""
+    B = k.shape[0]
+    ek = torch.exp(k - k.amax(1, keepdim=True))
+    z = torch.cat([ek * v, ek]).permute(2, 0, 1)                                 # [C, 2B, T]
+    both = _causal_matmul(torch.cat([z, z.flip(-1)], 1), w, L)
+    return z, both[:, :2 * B], both[:, 2 * B:].flip(-1)
+
+
+def _ratio(total: Tensor, eps_scale: Tensor | float = 0.0) -> Tensor:
+    """[C, 2B, T] (num rows, den rows) -> num / (den + eps_scale) as [B, T, C]."""
+    B = total.shape[1] // 2
+    return (total[:, :B] / (total[:, B:] + eps_scale)).permute(1, 2, 0)
+
+
+def _bi_wkv_matmul(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor:
+    """The formula by Toeplitz matmuls around e^{max k}: exact only within the MATMUL_* bounds
+    (see :func:`_matmul_is_exact`)."""
+    z, fwd, bwd = _matmul_terms(w, k, v, L)
+    return _ratio(fwd + bwd + torch.exp(u).view(-1, 1, 1) * z)
 
 
 def _scan_padded(w: Tensor, k: Tensor, v: Tensor, L: int) -> tuple:
@@ -344,7 +340,7 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto", chu
     sync to decide; always scan while a graph is being exported, which cannot branch on data).  ``chunk_size``
     defaults to ceil(sqrt(T)).  Computed in fp32 (fp64 for fp64 inputs); returns that dtype."""
     w, u, k, v, method, L = _prepare("bi_wkv", w, u, k, v, method, chunk_size)
-    return _chunk_matmul(w, u, k, v, L) if method == "matmul" else _bi_wkv_scan(w, u, k, v, L)
+    return (_bi_wkv_matmul if method == "matmul" else _bi_wkv_scan)(w, u, k, v, L)
 
 
 def _shift_in(x: Tensor, dim: int, step: int = 1) -> Tensor:
@@ -373,7 +369,8 @@ def _official_max_logit(w: Tensor, u: Tensor, k: Tensor, Lc: int) -> Tensor:
     chunked = lambda x: F.pad(x, (0, 0, 0, n * Lc - T), value=NEG).view(B, n, Lc, C)   # noqa: E731
     plus, minus = chunked(k + tw), chunked(k - tw)
     # Left: k_j - (t-1-j) w for s <= j < t, k_j - (t-j) w for j < s.
-    left = torch.maximum(_shift_in(_running_max(plus, 2), 2) + w, _shift_in(_running_max(plus.amax(2), 1), 1).unsqueeze(2))
+    left = torch.maximum(_shift_in(_running_max(plus, 2), 2) + w,
+                         _shift_in(_running_max(plus.amax(2), 1), 1).unsqueeze(2))
     # Right: k_j + (t-j) w for every j >= s (the maximum at the chunk start, then + w per step), and
     # k_j + (t-j+1) w for s < j <= t (each step's new maximum candidate k_{t} + w).
     from_start = _running_max(minus.amax(2).flip(1), 1).flip(1).unsqueeze(2)
@@ -381,6 +378,28 @@ def _official_max_logit(w: Tensor, u: Tensor, k: Tensor, Lc: int) -> Tensor:
     flat = lambda x: x.reshape(B, n * Lc, C)[:, :T]                                     # noqa: E731
     o = torch.maximum(flat(left) - tw, flat(torch.maximum(from_start, steps)) + tw)
     return torch.maximum(o, u + k)
+
+
+def _official_matmul(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int, Lc: int, eps: float) -> Tensor:
+    """The kernel's result by Toeplitz matmuls (within the MATMUL_* bounds): the formula's sums (chunks of L),
+    and one :func:`_causal_matmul` inside the kernel chunks over 2C channels (decay w: the in-chunk left sums
+    over s <= j < t; decay -w over the values shifted by one: the ghost sums over s < j <= t)."""
+    B, T, C = k.shape
+    n = -(-T // Lc)
+    z, fwd, bwd = _matmul_terms(w, k, v, L)
+    # (The shifted chunk's last entry, the next chunk's first value, is in no exclusive sum of a real position.)
+    zc = F.pad(z, (0, n * Lc - T)).reshape(C, 2 * B * n, Lc)
+    # Whole kernel chunks as one Toeplitz block up to 64 tokens (T <= 2048): bmm costs per matrix, not per size.
+    L_in = Lc if Lc <= 64 else math.isqrt(Lc - 1) + 1
+    inner = _causal_matmul(torch.cat([zc, zc.roll(-1, -1)]), torch.cat([w, -w]), L_in)
+    inner = inner.reshape(2 * C, 2 * B, n * Lc)[..., :T]
+    wc = w.view(C, 1, 1)
+    m = (torch.arange(T, device=k.device) % Lc).to(k.dtype)                     # position inside the chunk
+    before = fwd[..., ::Lc].unsqueeze(-1).expand(C, 2 * B, n, Lc).reshape(C, 2 * B, n * Lc)[..., :T]
+    total = (inner[:C] + torch.exp(-(m + 1) * wc) * before + torch.exp(-wc) * bwd - torch.expm1(wc) * inner[C:]
+             + torch.exp(u).view(C, 1, 1) * z)
+    eps_scale = eps * torch.exp(_official_max_logit(w, u, k, Lc) - k.amax(1, keepdim=True))
+    return _ratio(total, eps_scale.permute(2, 0, 1))
 
 
 def _official_scan(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int, Lc: int, eps: float) -> Tensor:
@@ -418,6 +437,7 @@ def bi_wkv_official(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "a
     """What the official CUDA kernel computes (:func:`bi_wkv_official_ref`), exactly, in O(T C) work.
 
     With ``Lc = ceil(T / token_split)`` and s the start of t's kernel chunk (doc 5.4; every sum per channel)::
+
         left_t  = sum_{j<s} e^{k_j - (t-j) w} + sum_{s<=j<t} e^{k_j - (t-j-1) w}      (chunk starts: distance |t-j|)
         right_t = sum_{j>t} e^{k_j - (j-t) w}
         ghost_t = (1 - e^w) sum_{s<j<=t} e^{k_j + (t-j) w}       (the kernel's right-hand update subtracts
@@ -430,14 +450,13 @@ def bi_wkv_official(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "a
 
     ``method`` as :func:`bi_wkv`: "matmul" (Toeplitz matmuls within the MATMUL_* bounds), "scan" (anchored scans,
     exact for any finite input, exportable: loops over about 2 sqrt(T) + 2 sqrt(Lc) positions, none per token),
-    "auto" (default).  Nothing is subtracted beyond small multiples (1 - e^{+-w}), so the fp32 result is closer
-    to the kernel's exact value than the kernel itself, whose right-hand update cancels.  Differentiable.
-    fp32 (fp64 for fp64 inputs); returns [B, T, C]."""
+    "auto" (default).  ``chunk_size``: the chunk of the full-length sums (default ceil(sqrt(T))); the kernel's
+    own chunks are handled separately.  Nothing is subtracted beyond small multiples (1 - e^{+-w}), so the fp32
+    result is closer to the kernel's exact value than the kernel itself, whose right-hand update cancels.
+    Differentiable.  fp32 (fp64 for fp64 inputs); returns [B, T, C]."""
     w, u, k, v, method, L = _prepare("bi_wkv_official", w, u, k, v, method, chunk_size)
     Lc = -(-k.shape[1] // token_split)
-    if method == "matmul":
-        return _chunk_matmul(w, u, k, v, Lc, eps)
-    return _official_scan(w, u, k, v, L, Lc, eps)
+    return (_official_matmul if method == "matmul" else _official_scan)(w, u, k, v, L, Lc, eps)
 
 
 # ---- VRWKV6 --------------------------------------------------------------------------------------------------
