@@ -37,28 +37,26 @@ import uuid
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-
-import vrwkv_edge
-from vrwkv_edge.config import RWKVConfig
-from vrwkv_edge.fileio import PathLike
-from vrwkv_edge.models.base import RWKVModel
-from vrwkv_edge.state import STATE_FIELDS
-
-from vrwkv_edge.runtime.artefact import (DEFAULT_CHUNK, DEFAULT_OPSET, FORMAT, FORMAT_VERSION, METADATA_FILE, METADATA_PROP,
-                                         QUANTIZE_MODES, SCAN_MODE, SCAN_MODE_DOC, SUPPORTED_OPSETS,
-                                         VISUAL_GRAPH_KINDS, embedded_metadata, graph_io, sha256_file,
-                                         state_input_names, state_output_names, state_shapes)
-
-from .graphs import ImageScan, assemble_graph, prepare_model
-from vrwkv_edge.visualrwkv.model import VisualRWKV
-from vrwkv_edge.loading import load_model
-from .visual import visual_metadata
-from .visual import export_vision_graph
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+import vrwkv_edge
+from vrwkv_edge.checkpoint import checkpoint_source
+from vrwkv_edge.config import RWKVConfig
+from vrwkv_edge.fileio import PathLike
+from vrwkv_edge.loading import load_model
+from vrwkv_edge.models.base import RWKVModel
+from vrwkv_edge.runtime.artefact import (DEFAULT_CHUNK, DEFAULT_OPSET, FORMAT, FORMAT_VERSION, METADATA_FILE,
+                                         METADATA_PROP, QUANTIZE_MODES, SCAN_MODE, SCAN_MODE_DOC, SUPPORTED_OPSETS,
+                                         VISUAL_GRAPH_KINDS, embedded_metadata, graph_io, sha256_file,
+                                         state_input_names, state_output_names, state_shapes)
+from vrwkv_edge.state import STATE_FIELDS
+from vrwkv_edge.visualrwkv.model import VisualRWKV
 
+from .graphs import ImageScan, assemble_graph, prepare_model
+from .opset import set_lowest_ir_version
+from .visual import export_vision_graph, visual_metadata
 
 DEFAULT_TOKENIZER = Path(vrwkv_edge.__file__).parent / "data" / "rwkv_vocab_v20230424.txt"
 DEFAULT_PROMPT_TEMPLATE = "rwkv-world-chat"          # "User: {prompt}\n\nAssistant:"
@@ -66,7 +64,7 @@ DEFAULT_PROMPT_TEMPLATE = "rwkv-world-chat"          # "User: {prompt}\n\nAssist
 EXTERNAL_DATA_THRESHOLD = int(1.8 * 2 ** 30)
 def build_metadata(cfg: RWKVConfig, *, dtype: str, quantize: Optional[str], opset: int, chunk_size: int,
                    graphs: Sequence[str], tokenizer: str, prompt_template: str,
-                   source: str, parameters: int, visual: Optional[dict] = None) -> dict:
+                   source: dict, parameters: int, visual: Optional[dict] = None) -> dict:
     graph_entries = {}
     for kind in graphs:
         io = graph_io(kind, cfg, visual)
@@ -80,7 +78,8 @@ def build_metadata(cfg: RWKVConfig, *, dtype: str, quantize: Optional[str], opse
         "opset": opset,
         "model": {"kind": "visual_rwkv" if visual else "language_model", "version": cfg.version, "n_layer": cfg.n_layer, "n_embd": cfg.n_embd,
                   "n_head": cfg.n_head, "head_size": cfg.head_size, "vocab_size": cfg.vocab_size,
-                  "dim_ffn": cfg.dim_ffn, "lora": dict(cfg.lora), "parameters": parameters, "source": source},
+                  "dim_ffn": cfg.dim_ffn, "lora": dict(cfg.lora), "parameters": parameters,
+                  "source": source.get("file") or "in-memory model", "source_sha256": source.get("sha256")},
         "dtype": dtype,
         "quantize": quantize,
         "quantization": (None if quantize is None else
@@ -208,7 +207,7 @@ def _quantize_int8(src: Path, dst: Path, meta_json: str, kind: str) -> list[str]
     finally:
         root.setLevel(level)
     q = onnx.load(str(dst))
-    q.ir_version = min(q.ir_version, 10)
+    set_lowest_ir_version(q)
     del q.metadata_props[:]
     for key, value in ((METADATA_PROP, meta_json), ("vrwkv_edge.graph", kind)):
         q.metadata_props.add(key=key, value=value)
@@ -227,13 +226,14 @@ def _check_onnx(path: Path) -> None:
 
 # ---- the public entry point -------------------------------------------------------------------------------
 def _resolve_model(model_or_ckpt) -> tuple:
-
+    """The model and its provenance: ``{"file", "bytes", "sha256"}`` of the checkpoint it was loaded from (a
+    model object may carry it as ``model.source``, as ``vrwkv-edge export`` sets), else ``{"file": None}``."""
     if isinstance(model_or_ckpt, (RWKVModel, VisualRWKV)):
-        return model_or_ckpt, getattr(model_or_ckpt, "source", "in-memory model")
+        return model_or_ckpt, getattr(model_or_ckpt, "source", None) or {"file": None}
     if isinstance(model_or_ckpt, (str, os.PathLike)):
-
-        return load_model(model_or_ckpt), Path(model_or_ckpt).name
+        return load_model(model_or_ckpt), checkpoint_source(model_or_ckpt)
     raise TypeError(f"export_model: expected an RWKV model or a checkpoint path, got {type(model_or_ckpt).__name__}")
+
 
 
 def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize: Optional[str] = None, *,
@@ -278,7 +278,7 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
         graphs += list(VISUAL_GRAPH_KINDS)
     meta = build_metadata(cfg, dtype=dtype, quantize=quantize, opset=opset, chunk_size=chunk_size, graphs=graphs,
                           tokenizer=tok_src.name, prompt_template=prompt_template,
-                          source=str(source), parameters=model.num_parameters(), visual=visual)
+                          source=source, parameters=model.num_parameters(), visual=visual)
     meta_json = json.dumps(embedded_metadata(meta), sort_keys=True)
 
     out.parent.mkdir(parents=True, exist_ok=True)

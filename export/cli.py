@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from vrwkv_edge.checkpoint import CheckpointError, read_state_dict
+from vrwkv_edge.checkpoint import CheckpointError, checkpoint_source, read_state_dict
 from vrwkv_edge.cli_support import EXIT_ERROR, EXIT_FAILED, EXIT_OK, INPUT_ERRORS, run_command
 from vrwkv_edge.config import preset
 from vrwkv_edge.loading import load_model
@@ -41,9 +41,11 @@ def _load(spec: str):
         parts = spec.split(":")
         seed = int(parts[2]) if len(parts) > 2 else 0
         model = build_model(preset(parts[1])).init_random_(seed)
-        model.source = spec
+        model.source = {"file": spec}
         return model
-    return load_model(spec)
+    model = load_model(spec)
+    model.source = checkpoint_source(spec)          # recorded in the export's metadata (file, size, SHA-256)
+    return model
 
 
 def _prompt_ids(text: Optional[str]):

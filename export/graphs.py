@@ -58,13 +58,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vrwkv_edge.models.base import RWKVModel
-from vrwkv_edge.state import STATE_FIELDS, State
-
 from vrwkv_edge.ops.dispatch import WkvImpl
-from vrwkv_edge.runtime.artefact import (DEFAULT_CHUNK, DEFAULT_OPSET, LM_GRAPH_KINDS, SUPPORTED_OPSETS,
-                                         graph_io)
-from .opset import to_opset17
+from vrwkv_edge.runtime.artefact import DEFAULT_CHUNK, DEFAULT_OPSET, LM_GRAPH_KINDS, SUPPORTED_OPSETS, graph_io
+from vrwkv_edge.state import STATE_FIELDS, State
 from vrwkv_edge.visualrwkv.scan import ImageSpan, chunk_order
+
+from .opset import set_lowest_ir_version, to_opset17
+
 
 def trace_opset(opset: int) -> int:
     """The opset the tracer writes for a requested one (torch exports opset 18 at least)."""
@@ -229,7 +229,7 @@ def _template_key(model: RWKVModel, layer: int, seq: bool, chunk_size: int, opse
     dtypes = tuple((n, str(p.dtype)) for n, p in model.blocks[layer].named_parameters() if not n.startswith("ln0"))
     ln_types = tuple(type(m).__name__ for n, m in model.blocks[layer].named_modules() if not n.startswith("ln0"))
     return (c.version, c.n_embd, c.head_size, c.dim_ffn, tuple(sorted(c.lora.items())), first, seq, chunk_size,
-            opset, dtypes, ln_types, torch.__version__)
+            opset, dtypes, ln_types, model.wkv_impl, torch.__version__)
 
 
 def block_template(model: RWKVModel, layer: int, seq: bool, chunk_size: int = DEFAULT_CHUNK,
@@ -532,7 +532,7 @@ def assemble_graph(model: RWKVModel, kind: str, *, chunk_size: int = DEFAULT_CHU
     keep = [o for o in model_proto.opset_import if o.domain != domain]
     del model_proto.opset_import[:]
     model_proto.opset_import.extend(keep)
-    model_proto.ir_version = 10
     if opset == 17:
         to_opset17(model_proto, inits, where=kind)
+    set_lowest_ir_version(model_proto)
     return model_proto, inits

@@ -24,6 +24,16 @@ class OpsetConversionError(ValueError):
     pass
 
 
+def set_lowest_ir_version(model) -> int:
+    """Declares the lowest IR version the model's opsets allow (opset 17/18 -> IR 8, 19/20 -> IR 9): ONNX
+    Runtime builds of older JetPack images refuse any file whose IR version is newer than they know, even
+    when every operator in it is one they run.  Returns the version set."""
+    from onnx import helper
+
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    return model.ir_version
+
+
 def _constants(model, extra_inits=()) -> dict:
     """name -> numpy array of every initializer and Constant node output, in every graph and function."""
     from onnx import AttributeProto, numpy_helper

@@ -20,14 +20,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from vrwkv_edge.fileio import PathLike
-from vrwkv_edge.models.base import RWKVModel
-from vrwkv_edge.visualrwkv.model import VisualRWKV
 from vrwkv_edge.loading import load_model
+from vrwkv_edge.models.base import RWKVModel
 from vrwkv_edge.runtime.ort import load_onnx_model
-import numpy as np
+from vrwkv_edge.visualrwkv.model import VisualRWKV
+
 DEFAULT_CRITERIA = {"fp32": (1e-4, 1.0), "fp16": (0.1, 0.99), "int8": (1.0, 0.90)}
 DEFAULT_PROMPT_LEN = 24
 
@@ -68,8 +69,8 @@ def default_prompt(vocab_size: int, n: int = DEFAULT_PROMPT_LEN, seed: int = 0) 
     return torch.randint(0, vocab_size, (n,), generator=g)
 
 
-def _load_reference(ckpt_or_model):
 
+def _load_reference(ckpt_or_model):
     if isinstance(ckpt_or_model, (RWKVModel, VisualRWKV)):
         return ckpt_or_model.float().eval()
 

@@ -30,14 +30,14 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from vrwkv_edge.fileio import PathLike
+from vrwkv_edge.vision_rwkv import VisionRWKV, load_vision_rwkv
+from vrwkv_edge.vision_rwkv.image import IMAGENET_MEAN_255, IMAGENET_STD_255, RESIZE_RATIO
 from vrwkv_edge.visualrwkv.model import VisualRWKV, project, tower_features
 
 from .graphs import DEFAULT_OPSET, _set_io_shapes, _strip_trace_info, check_opset, graph_io, trace_opset
+from .opset import set_lowest_ir_version, to_opset17
 
-from vrwkv_edge.fileio import PathLike
-from .opset import to_opset17
-from vrwkv_edge.vision_rwkv import VisionRWKV, load_vision_rwkv
-from vrwkv_edge.vision_rwkv.image import IMAGENET_MEAN_255, IMAGENET_STD_255, RESIZE_RATIO
 PIXEL_INPUT = "pixel_values"
 
 
@@ -97,6 +97,7 @@ def _trace(module: nn.Module, args: tuple, input_names: list, output_names: list
         raise RuntimeError(f"the traced vision graph has opset {got}, {trace_opset(opset)} was requested")
     if opset == 17:
         to_opset17(proto, where="vision")
+    set_lowest_ir_version(proto)
     return proto
 
 

@@ -55,7 +55,7 @@ def test_bad_input_gives_a_clear_error(argv, message, capsys):
 
 def test_bad_sampling_argument(capsys, testdata):
     assert main(["generate", "--model", str(TINY_MODELS["x070"][0]), "--prompt", "x", "--top-p", "2"]) == 2
-    assert "top_p" in capsys.readouterr().err
+    assert "--top-p" in capsys.readouterr().err
 
 
 def test_info_takes_model_as_every_command_does(capsys, testdata):

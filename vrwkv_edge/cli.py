@@ -22,7 +22,7 @@ import torch
 
 from . import __version__
 from .bench import add_bench_cli
-from .cli_support import add_sampling_args, run_command, sampling_from_args, tokenizer_for
+from .cli_support import add_sampling_args, run_command, sampling_from_args, text_argument, tokenizer_for
 from .export.cli import add_export_cli
 from .generation import SamplingParams, TextStreamer, generate_stream
 from .loading import load_model
@@ -39,7 +39,7 @@ SUBCOMMANDS = (add_visual_cli, add_classify_cli, add_export_cli, add_bench_cli, 
 
 def run_generation(model, tok, prompt: str, params: SamplingParams, out=None) -> dict:
     out = out or sys.stdout
-    ids = tok.encode(prompt)
+    ids = tok.encode(text_argument(prompt, "--prompt"))
     if not ids:
         raise ValueError("--prompt is empty: nothing to condition on")
     t0 = time.perf_counter()

@@ -6,8 +6,11 @@ The error contract: bad input (a missing, unreadable or malformed file, a bad ar
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from .generation import SamplingParams
 from .tokenizer import ByteTokenizer, load_tokenizer
@@ -16,6 +19,39 @@ EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 # What bad input raises anywhere in the package (CheckpointError, ArtefactError, ImageLoadError are ValueErrors;
 # IsADirectoryError and PermissionError are OSErrors; UnicodeDecodeError is a ValueError).
 INPUT_ERRORS = (OSError, ValueError, KeyError)
+
+
+def text_argument(value: str, name: str) -> str:
+    """A command-line text argument as valid Unicode: Python hands undecodable argv bytes over as lone
+    surrogates, which would fail deep inside a tokenizer with a message that names nothing."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{name} is not valid UTF-8 text (byte {value[e.start]!r} at position {e.start})") from None
+    return value
+
+
+def read_text_file(path, name: str) -> str:
+    """A UTF-8 text file given as ``name``, with errors that name the argument and the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name} {path}: is a directory, expected a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name} {path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name} {path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+
+
+@contextlib.contextmanager
+def flag_names():
+    """Re-raises a ``SamplingParams.<field>`` error under the command-line flag the user typed."""
+    try:
+        yield
+    except ValueError as e:
+        text = re.sub(r"SamplingParams\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))
+        raise ValueError(text) from None
 
 
 def run_command(args) -> int:
@@ -48,10 +84,11 @@ def add_sampling_args(p: argparse.ArgumentParser, **overrides) -> None:
 
 def sampling_from_args(args) -> SamplingParams:
     stops = () if args.no_stop else tuple(args.stop_tokens or SamplingParams.stop_tokens)
-    return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                          presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
-                          penalty_decay=args.penalty_decay, max_new_tokens=args.max_new_tokens,
-                          stop_tokens=stops, seed=args.seed)
+    with flag_names():
+        return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                              presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                              penalty_decay=args.penalty_decay, max_new_tokens=args.max_new_tokens,
+                              stop_tokens=stops, seed=args.seed)
 
 
 def tokenizer_for(model, name: str = "auto"):

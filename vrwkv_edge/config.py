@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from .checkpoint import layer_count
+
 VERSIONS = ("x060", "x070")
 # Names of the LoRA ranks each version has (read from the shapes of these parameters).
 LORA_KEYS = {
@@ -30,6 +32,13 @@ class RWKVConfig:
     lora: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
+        for name in ("n_layer", "n_embd", "head_size", "vocab_size", "dim_ffn"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"RWKVConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.lora, dict) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
+                                                  for v in self.lora.values()):
+            raise ValueError(f"RWKVConfig.lora must map names to non-negative integer ranks, got {self.lora!r}")
         if self.version not in VERSIONS:
             raise ValueError(f"RWKVConfig.version must be one of {VERSIONS}, got {self.version!r}")
         if self.n_embd % self.head_size:
@@ -52,23 +61,25 @@ class RWKVConfig:
     @classmethod
     def from_state_dict(cls, sd: dict, version: str, source: str = "state dict") -> "RWKVConfig":
         """Reads every size from the tensor shapes of an official-layout state dict."""
-        def shape(key):
+        def shape(key, rank):
             if key not in sd:
                 raise KeyError(f"{source}: missing key {key!r} needed to read the model size")
-            return tuple(sd[key].shape)
+            s = tuple(sd[key].shape)
+            if len(s) != rank:
+                raise ValueError(f"{source}: {key} has shape {s}, expected {rank} dimensions")
+            return s
 
-        vocab_size, n_embd = shape("emb.weight")
-        layer_ids = {int(k.split(".")[1]) for k in sd if k.startswith("blocks.") and k.split(".")[1].isdigit()}
-        if not layer_ids:
+        vocab_size, n_embd = shape("emb.weight", 2)
+        n_layer = layer_count(sd, r"blocks\.(\d+)\.", source)
+        if not n_layer:
             raise KeyError(f"{source}: no 'blocks.N.' keys: not an RWKV language model")
-        n_layer = max(layer_ids) + 1
         if version == "x060":
-            n_head, head_size = shape("blocks.0.att.time_faaaa")[:2]
+            n_head, head_size = shape("blocks.0.att.time_faaaa", 2)
         else:
-            n_head, head_size = shape("blocks.0.att.r_k")
+            n_head, head_size = shape("blocks.0.att.r_k", 2)
         if n_head * head_size != n_embd:
             raise ValueError(f"{source}: {n_head} heads of size {head_size} do not make n_embd {n_embd}")
-        dim_ffn = shape("blocks.0.ffn.key.weight")[0]
+        dim_ffn = shape("blocks.0.ffn.key.weight", 2)[0]
         lora = {}
         for name, key in LORA_KEYS[version].items():
             # x070's layer 0 has no value-residual LoRA, so read each rank from the first layer that has it.
@@ -76,7 +87,7 @@ class RWKVConfig:
             if layer is None and n_layer == 1 and key == "att.v1":
                 lora[name] = 0                   # a one-layer x070 never uses the value residual
                 continue
-            s = shape(f"blocks.{0 if layer is None else layer}.{key}")
+            s = shape(f"blocks.{0 if layer is None else layer}.{key}", 3 if key.endswith("time_maa_w2") else 2)
             # time_maa_w2 is (5, D, C); every other LoRA matrix is (C, D) and its rank is the last axis.
             lora[name] = s[1] if key.endswith("time_maa_w2") else s[-1]
         return cls(version, n_layer, n_embd, head_size, vocab_size, dim_ffn, lora)

@@ -24,6 +24,9 @@ from torch import Tensor
 from .tokenizer import DOUBLE_NEWLINE, END_OF_TEXT
 
 DEFAULT_STOP_TOKENS = (DOUBLE_NEWLINE, END_OF_TEXT)
+# Penalties are subtracted from logits (useful values are ~0..2; a huge one forbids repetition outright).
+# Beyond this bound, times the counts, the logits would overflow float32 to +-inf, so larger ones are refused.
+MAX_ABS_PENALTY = 1e9
 
 
 @dataclass
@@ -48,6 +51,13 @@ class SamplingParams:
         for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "penalty_decay"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"SamplingParams.{name} must be finite, got {getattr(self, name)!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not -2 ** 63 <= self.seed < 2 ** 64):
+            raise ValueError(f"SamplingParams.seed={self.seed!r} must be an integer in [-2**63, 2**64)")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if abs(getattr(self, name)) > MAX_ABS_PENALTY:
+                raise ValueError(f"SamplingParams.{name}={getattr(self, name)!r} is out of range "
+                                 f"[-{MAX_ABS_PENALTY:g}, {MAX_ABS_PENALTY:g}] (logit units)")
 
     @classmethod
     def greedy(cls, **kw) -> "SamplingParams":
@@ -83,22 +93,25 @@ class Sampler:
         return token
 
     def _sample(self, logits: Tensor) -> Tensor:
+        """Top-k, then top-p on the model's distribution, then temperature, all in log space: ``log p / T`` with
+        the maximum subtracted first stays finite for any T > 0, so T -> 0 approaches greedy smoothly instead of
+        underflowing ``p ** (1/T)`` to an all-zero distribution."""
         p = self.params
-        probs = torch.softmax(logits, -1)
+        logp = torch.log_softmax(logits.double(), -1)
         if p.top_k > 0:
-            kth = probs.topk(min(p.top_k, probs.shape[-1]), -1).values[:, -1:]
-            probs = torch.where(probs >= kth, probs, 0.0)
+            kth = logp.topk(min(p.top_k, logp.shape[-1]), -1).values[:, -1:]
+            logp = logp.masked_fill(logp < kth, -math.inf)
         if p.top_p < 1.0:
             # Keep the smallest set of most likely tokens whose mass reaches top_p (at least one token).
-            sorted_probs, order = probs.sort(-1, descending=True)
-            mass_before = sorted_probs.cumsum(-1) - sorted_probs
-            keep_sorted = mass_before < p.top_p * sorted_probs.sum(-1, keepdim=True)
+            sorted_logp, order = logp.sort(-1, descending=True)
+            probs = sorted_logp.exp()
+            mass_before = probs.cumsum(-1) - probs
+            keep_sorted = mass_before < p.top_p * probs.sum(-1, keepdim=True)
             keep_sorted[:, 0] = True
             keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
-            probs = torch.where(keep, probs, 0.0)
-        if p.temperature != 1.0:
-            probs = probs ** (1.0 / p.temperature)
-        return torch.multinomial(probs / probs.sum(-1, keepdim=True), 1, generator=self.generator)[:, 0]
+            logp = logp.masked_fill(~keep, -math.inf)
+        scaled = (logp - logp.amax(-1, keepdim=True)) / p.temperature      # the most likely token scores 0
+        return torch.multinomial(torch.softmax(scaled, -1), 1, generator=self.generator)[:, 0]
 
 
 @dataclass

@@ -254,6 +254,8 @@ def _resolve(path: PathLike | None) -> tuple[Path, tuple]:
         st = p.stat()
     except FileNotFoundError:
         raise FileNotFoundError(f"RWKV World vocabulary file not found: {p}") from None
+    if not p.is_file():
+        raise ValueError(f"{p}: is not a file (expected an RWKV World vocabulary file)")
     return p, (str(p), st.st_mtime_ns, st.st_size)
 
 

@@ -107,11 +107,13 @@ def test_truncated_graph_file(copy_dir):
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
     with pytest.raises(ArtefactError, match=r"prefill.onnx: \d+ bytes, metadata.json records"):
         load_onnx_model(copy_dir)
-    meta = _meta(copy_dir)                              # even with the size "fixed", ORT's error is wrapped
+    meta = _meta(copy_dir)                              # with the size "fixed", the digest still tells
     meta["files"]["prefill.onnx"]["bytes"] = p.stat().st_size
     _write_meta(copy_dir, meta)
-    with pytest.raises(ArtefactError, match="prefill.onnx: ONNX Runtime cannot load"):
+    with pytest.raises(ArtefactError, match="prefill.onnx: SHA-256 .* does not match metadata.json"):
         load_onnx_model(copy_dir)
+    with pytest.raises(ArtefactError, match="prefill.onnx: ONNX Runtime cannot load"):   # and without it, ORT's
+        load_onnx_model(copy_dir, verify=False)                                          # error is wrapped
 
 
 def test_invalid_json_metadata(copy_dir):

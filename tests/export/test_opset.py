@@ -56,3 +56,18 @@ def test_conversion_refuses_what_it_cannot_express():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(OpsetConversionError, match="computed_axes"):
         to_opset17(m)
+
+
+def test_opset17_rwkv6_graphs_declare_ir8_and_hold_no_einsum(tmp_path):
+    """TensorRT 8.6 (JetPack 6.0) parses no Einsum with an ellipsis or three operands, and the ONNX Runtime of
+    older JetPack images refuses files newer than IR 8/9: the opset-17 export satisfies both readers."""
+    from tests.helpers import random_model
+    model = random_model("x060", n_layer=2, n_embd=64, head_size=32, vocab_size=128, seed=3)
+    d = export_model(model, tmp_path / "v6", opset=17, embeds=False, progress=False)
+    for f in sorted(d.glob("*.onnx")):
+        m = onnx.load(str(f))
+        assert m.ir_version == 8, f.name                       # the lowest IR version opset 17 allows
+        assert not [n.name for n in _nodes(m.graph) if n.op_type == "Einsum"], f.name
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    got, _ = load_onnx_model(d).forward(ids, last_only=True)
+    torch.testing.assert_close(got, model.forward(ids, last_only=True)[0], atol=1e-4, rtol=0)

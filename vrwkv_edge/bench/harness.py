@@ -8,9 +8,12 @@
 """
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
+import gc
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -22,9 +25,6 @@ import torch
 
 from .. import __version__
 from ..fileio import atomic_write, write_json  # noqa: F401  (write_json: part of the harness API)
-import resource
-import ctypes
-import gc
 
 
 @dataclass

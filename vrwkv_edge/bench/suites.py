@@ -47,16 +47,17 @@ from typing import Optional
 
 import torch
 
+from vrwkv_edge.export import load_onnx_model
+
 from ..checkpoint import save_checkpoint
 from ..config import LM_PRESETS, preset
 from ..loading import load_model
 from ..models import build_model
 from .harness import (machine_info, markdown_table, peak_rss_bytes, release_memory, rss_bytes, time_fn,
                       weight_bytes_per_token, write_json)
-from .vision import QUESTION, TTFT_STAGES, synthetic_photo, tower_label, ttft_lm_config
-from vrwkv_edge.export import load_onnx_model
 from .plots import plot_all
 from ..serving.streams import measure_streams, memory_rows, STREAMS
+from .vision import QUESTION, TTFT_STAGES, synthetic_photo, tower_label, ttft_lm_config
 
 BACKENDS = ["torch", "torch-compile", "rwkv-pkg", "ort-fp32", "ort-fp16", "ort-int8"]
 # Suites --skip can leave out: "decode" (every backend's decode and the step profile), "transformer" (the Llama

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..config import preset
 from ..generation import Sampler
@@ -41,7 +42,6 @@ from ..visualrwkv.runtime import eval_params, token_bytes
 from ..visualrwkv.towers import (CLIP_CONFIGS, SamDinoSigLIP, V7TowerConfig, build_clip, build_projector,
                                  init_tower_random_, require_transformers)
 from .harness import peak_rss_bytes, reset_peak_rss, rss_bytes
-from PIL import Image
 
 MIB = 2 ** 20
 TOWER_SEED = 1

@@ -26,11 +26,11 @@ import time
 
 import torch
 
-from .harness import peak_rss_bytes, rss_bytes
+from vrwkv_edge.export import export_model, load_onnx_model
+
 from ..loading import load_model
 from ..state import State
-from vrwkv_edge.export import load_onnx_model
-from vrwkv_edge.export import export_model
+from .harness import peak_rss_bytes, rss_bytes
 from .vision import run_vision
 
 MIB = 2 ** 20

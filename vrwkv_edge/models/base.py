@@ -134,7 +134,16 @@ class RWKVModel(nn.Module):
         if (ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of ids and inputs_embeds")
         if inputs_embeds is not None:
+            if inputs_embeds.shape[-1:] != (self.cfg.n_embd,) or not inputs_embeds.is_floating_point():
+                raise ValueError(f"inputs_embeds must be float [..., {self.cfg.n_embd}], got "
+                                 f"{inputs_embeds.dtype} {tuple(inputs_embeds.shape)}")
             return inputs_embeds.to(self.dtype)
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise ValueError(f"token ids must be an integer tensor, got {ids.dtype}")
+        # A data-dependent check: skipped while torch.compile traces the step (its graph would break here).
+        if not torch.compiler.is_compiling() and ids.numel() and (ids.min() < 0 or ids.max() >= self.cfg.vocab_size):
+            bad = ids[(ids < 0) | (ids >= self.cfg.vocab_size)][0].item()
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.cfg.vocab_size})")
         return self.emb(ids)
 
     def run_blocks(self, x: Tensor, state: State, seq: bool, chunk_size: Optional[int] = None):

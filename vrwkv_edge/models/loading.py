@@ -6,7 +6,7 @@ from typing import Mapping, Union
 import torch
 from torch import Tensor
 
-from ..checkpoint import CheckpointError, check_finite, fit_shapes
+from ..checkpoint import CheckpointError, cast_weights, check_finite, fit_shapes, validate_tensors
 from ..config import RWKVConfig
 from .base import RWKVModel
 from .rwkv6 import RWKV6
@@ -44,7 +44,9 @@ def detect_version(sd: Mapping[str, Tensor], source: str = "checkpoint") -> str:
 
 def model_from_state_dict(sd: Mapping[str, Tensor], dtype: torch.dtype = torch.float32,
                           device: Union[str, torch.device] = "cpu", source: str = "state dict") -> RWKVModel:
-    """Builds the right model class for an official-layout state dict and loads it (strict)."""
+    """Builds the right model class for an official-layout state dict and loads it (strict).  Keys, sizes and
+    layer indices are checked before the (meta-device) model is built, so nothing is allocated for a bad file."""
+    validate_tensors(sd, source)
     sd = language_model_part(sd)
     version = detect_version(sd, source)
     if version == "x070":
@@ -58,5 +60,5 @@ def model_from_state_dict(sd: Mapping[str, Tensor], dtype: torch.dtype = torch.f
     expected = {k: v.shape for k, v in model.state_dict().items()}
     sd = fit_shapes(sd, expected, source)
     check_finite(sd, source)
-    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in sd.items()}, strict=True, assign=True)
+    model.load_state_dict(cast_weights(sd, dtype, device, source), strict=True, assign=True)
     return model.eval()

@@ -55,7 +55,8 @@ class TimeMix(nn.Module):
         H, N = self.n_head, self.head_size
         lora = torch.tanh((xa + dx * vec(self.time_maa_x)) @ self.time_maa_w1)
         lora = lora.reshape(*lora.shape[:-1], 5, -1)                                     # [..., 5, D]
-        mixes = torch.einsum("...fd,fdc->...fc", lora, self.time_maa_w2).unbind(-2)       # 5 x [..., C]
+        # [..., 5, 1, D] @ [5, D, C]: a batched MatMul (no Einsum, which TensorRT 8.6 cannot parse)
+        mixes = (lora.unsqueeze(-2) @ self.time_maa_w2).squeeze(-2).unbind(-2)          # 5 x [..., C]
         xw, xk, xv, xr, xg = (xa + dx * (vec(getattr(self, n)) + m) for n, m in zip(MAA_NAMES, mixes))
         r, k, v = self.receptance(xr), self.key(xk), self.value(xv)
         g = F.silu(self.gate(xg))

@@ -36,7 +36,7 @@ def wkv6_step(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, state: 
     ``state``: [B, H, N, N] fp32. Returns ``(y [B, H, N] fp32, new_state)``; the inputs are not modified."""
     r, k, v, w_log, u = (t.float() for t in (r, k, v, w_log, u))
     kv = k.unsqueeze(-1) * v.unsqueeze(-2)                                   # [B, H, N, N]
-    y = torch.einsum("bhk,bhkv->bhv", r, state + u.unsqueeze(-1) * kv)
+    y = (r.unsqueeze(-2) @ (state + u.unsqueeze(-1) * kv)).squeeze(-2)                   # r^T (S + diag(u) k v^T)
     new_state = torch.exp(w_log).unsqueeze(-1) * state + kv
     return y, new_state
 
@@ -73,7 +73,8 @@ def wkv6_chunked(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, stat
     # shift by one token: G[t, s] = seg[t-1, s]; only s < t is used (the same mask, read as [t, s]).
     G = torch.cat([torch.zeros_like(seg[..., :1, :, :]), seg[..., :-1, :, :]], -3)
     decay_ts = torch.where(after, torch.exp(G), 0.0)
-    scores = torch.einsum("cbhtn,cbhsn,cbhtsn->cbhts", r, k, decay_ts)                      # [nc,B,H,L,L]
+    # sum_n r[t, n] k[s, n] decay[t, s, n], elementwise (a three-operand Einsum would not parse in TensorRT 8.6)
+    scores = (r.unsqueeze(-2) * k.unsqueeze(-3) * decay_ts).sum(-1)                          # [nc,B,H,L,L]
     bonus = (r * u * k).sum(-1, keepdim=True)
     y_intra = scores @ v + bonus * v                                                        # [nc,B,H,L,N]
     r_in = r * torch.exp(g)                                                                 # reads S_0

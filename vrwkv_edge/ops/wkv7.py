@@ -41,10 +41,10 @@ def wkv7_step(r: Tensor, w_log: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tens
     """One token. ``r, w_log, k, v, a, b``: [B, H, N]; ``state``: [B, H, N, N] fp32 key-major.
     Returns ``(y [B, H, N] fp32, new_state)``; the inputs are not modified."""
     r, w_log, k, v, a, b = (t.float() for t in (r, w_log, k, v, a, b))
-    sa = torch.einsum("bhk,bhkv->bhv", a, state)                               # a^T S_{t-1}
+    sa = (a.unsqueeze(-2) @ state).squeeze(-2)                                   # a^T S_{t-1}
     new_state = (torch.exp(w_log).unsqueeze(-1) * state + b.unsqueeze(-1) * sa.unsqueeze(-2)
                  + k.unsqueeze(-1) * v.unsqueeze(-2))
-    y = torch.einsum("bhk,bhkv->bhv", r, new_state)
+    y = (r.unsqueeze(-2) @ new_state).squeeze(-2)
     return y, new_state
 
 

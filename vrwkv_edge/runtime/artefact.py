@@ -42,7 +42,7 @@ SUPPORTED_OPSETS = (17, 18, 19, 20)
 DEFAULT_CHUNK = 16
 LM_GRAPH_KINDS = ("decode", "decode_embeds", "prefill", "prefill_embeds")
 # VisualRWKV only: the tower (pixels -> projected embeddings) and one image through the LM with the per-layer
-# patch order of the model's scan mode (:mod:`vrwkv_edge.visual.scan`), both with a static token count.
+# patch order of the model's scan mode (:mod:`vrwkv_edge.visualrwkv.scan`), both with a static token count.
 VISUAL_GRAPH_KINDS = ("image_prefill", "vision")
 GRAPH_KINDS = LM_GRAPH_KINDS + VISUAL_GRAPH_KINDS
 
@@ -109,6 +109,14 @@ def graph_io(kind: str, cfg, visual: Optional[dict] = None) -> dict:
 
 
 
+# Far above any released RWKV (under 100 layers, width under 8192) yet small enough that nothing built from
+# them (names of every state tensor, graph I/O lists) can exhaust memory: metadata is untrusted input.
+MODEL_SIZE_LIMITS = {"n_layer": 1024, "n_embd": 65536, "n_head": 4096, "head_size": 1024, "vocab_size": 2 ** 24,
+                     "dim_ffn": 2 ** 20, "parameters": 2 ** 42}
+# metadata.json is a few tens of KB; a much larger one is not ours (and is not read into memory).
+MAX_METADATA_BYTES = 16 * 2 ** 20
+
+
 def config_from_metadata(meta: dict) -> RWKVConfig:
     m = meta["model"]
     return RWKVConfig(m["version"], m["n_layer"], m["n_embd"], m["head_size"], m["vocab_size"], m["dim_ffn"],
@@ -141,8 +149,8 @@ def check_metadata(meta: object, where: str = METADATA_FILE) -> dict:
                             f"({FORMAT_VERSION}); upgrade vrwkv_edge")
     for key in ("n_layer", "n_embd", "n_head", "head_size", "vocab_size", "dim_ffn", "parameters"):
         val = _require(meta, f"model.{key}", int, where)
-        if val <= 0:
-            raise ArtefactError(f"{where}: model.{key} must be positive, got {val}")
+        if not 0 < val <= MODEL_SIZE_LIMITS[key]:
+            raise ArtefactError(f"{where}: model.{key} must be in [1, {MODEL_SIZE_LIMITS[key]:,}], got {val}")
     _require(meta, "model.version", str, where)
     _require(meta, "model.lora", dict, where)
     for key, types in (("dtype", str), ("opset", int), ("chunk_size", int), ("scan_mode", str),
@@ -171,7 +179,9 @@ def check_metadata(meta: object, where: str = METADATA_FILE) -> dict:
     if st.get("shapes") != state_shapes(cfg):
         raise ArtefactError(f"{where}: state.shapes {st.get('shapes')} do not match the model sizes "
                             f"(expected {state_shapes(cfg)})")
-    if st.get("inputs") != state_input_names(cfg.n_layer) or st.get("outputs") != state_output_names(cfg.n_layer):
+    if (not isinstance(st.get("inputs"), list) or not isinstance(st.get("outputs"), list)
+            or len(st["inputs"]) != 3 * cfg.n_layer or st["inputs"] != state_input_names(cfg.n_layer)
+            or st["outputs"] != state_output_names(cfg.n_layer)):
         raise ArtefactError(f"{where}: state.inputs/state.outputs are not the io names of {cfg.n_layer} layers")
     graphs = meta["graphs"]
     for kind in ("decode", "prefill"):
@@ -232,12 +242,17 @@ def read_metadata(directory: PathLike) -> dict:
     mpath = d / METADATA_FILE
     if not mpath.is_file():
         raise ArtefactError(f"{d}: {METADATA_FILE} is missing: not a complete vrwkv_edge export")
+    if mpath.stat().st_size > MAX_METADATA_BYTES:
+        raise ArtefactError(f"{mpath}: {mpath.stat().st_size:,} bytes, more than a metadata file can be "
+                            f"({MAX_METADATA_BYTES:,})")
     try:
         meta = json.loads(mpath.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ArtefactError(f"{mpath}: not UTF-8 text: {e}") from e
     except json.JSONDecodeError as e:
         raise ArtefactError(f"{mpath}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except RecursionError:
+        raise ArtefactError(f"{mpath}: JSON nested too deeply to be metadata") from None
     check_metadata(meta, str(mpath))
     files = meta.get("files")
     if not isinstance(files, dict):

@@ -41,16 +41,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vrwkv_edge.state import State
-from vrwkv_edge.visualrwkv.model import ImagePromptMixin
-
-from vrwkv_edge.runtime.artefact import (METADATA_FILE, METADATA_PROP, ArtefactError, config_from_metadata, embedded_metadata,
-                       read_metadata, verify_hashes)
-
 from vrwkv_edge.fileio import PathLike
-from vrwkv_edge.visualrwkv.model import VisualConfig
+from vrwkv_edge.runtime.artefact import (METADATA_FILE, METADATA_PROP, ArtefactError, config_from_metadata,
+                                         embedded_metadata, read_metadata, verify_hashes)
+from vrwkv_edge.state import State
+from vrwkv_edge.visualrwkv.model import ImagePromptMixin, VisualConfig
 from vrwkv_edge.visualrwkv.preprocess import ImageTransform
 from vrwkv_edge.visualrwkv.towers import TowerLayout
+
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                     "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -107,11 +105,15 @@ def _first_difference(a, b, path: str = "") -> Optional[tuple[str, object, objec
 
 
 class OrtModel:
-    """An exported vrwkv_edge directory run by ONNX Runtime; the API of :class:`~vrwkv_edge.models.RWKVModel`."""
+    """An exported vrwkv_edge directory run by ONNX Runtime; the API of :class:`~vrwkv_edge.models.RWKVModel`.
+
+    ``verify`` (default True): every file's SHA-256 is checked against ``metadata.json`` before a session is
+    made, so a graph swapped in from another export of the same shapes, or a damaged one, is refused instead
+    of running with wrong weights (one sequential read of the files; ``verify=False`` skips it)."""
 
     def __init__(self, directory: PathLike, providers=None, *, io_binding: Optional[bool] = None,
                  session_options=None, threads: Optional[int] = None, max_prefill_tokens: int = 1024,
-                 spinning: Optional[bool] = None, lazy: bool = False, verify: bool = False):
+                 spinning: Optional[bool] = None, lazy: bool = False, verify: bool = True):
         import onnxruntime as ort
 
         self.path = Path(directory)

@@ -27,8 +27,25 @@ RESIZE_RATIO = 256 / 224
 WHITE = (255, 255, 255)
 
 
+# Decompression-bomb and degenerate-shape limits, checked from the header before any pixel is decoded: a few
+# hundred bytes of PNG can declare a 1 x 50000 image whose resize to a 256-pixel short side asks for gigabytes.
+MAX_IMAGE_PIXELS = 64 * 2 ** 20          # 64 megapixels (about 8K x 8K)
+MAX_ASPECT_RATIO = 32                    # longer side / shorter side
+
+
 class ImageLoadError(ValueError):
     """An image file that cannot be used; the message names the file and the reason."""
+
+
+def check_image_size(width: int, height: int, where: str) -> None:
+    """Refuses an empty image, one over :data:`MAX_IMAGE_PIXELS` or one more elongated than
+    :data:`MAX_ASPECT_RATIO`, naming ``where`` (the file or argument)."""
+    if width < 1 or height < 1:
+        raise ImageLoadError(f"{where}: the image is empty ({width}x{height} pixels)")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageLoadError(f"{where}: {width}x{height} pixels is more than the {MAX_IMAGE_PIXELS:,}-pixel limit")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageLoadError(f"{where}: a {width}x{height} image is more elongated than {MAX_ASPECT_RATIO}:1")
 
 
 def to_rgb(img: Image.Image, background: Sequence[int] = WHITE) -> Image.Image:
@@ -61,16 +78,19 @@ def load_image(path: Union[str, os.PathLike], background: Sequence[int] = WHITE)
         raise ImageLoadError(f"{path}: is a directory, expected an image file")
     try:
         with Image.open(path) as im:
+            check_image_size(*im.size, str(path))    # from the header, before decoding
             im.load()                                # decode now: truncated data fails here, not later
             im = ImageOps.exif_transpose(im)         # a copy, independent of the file
         return to_rgb(im, background)
+    except ImageLoadError:
+        raise
     except UnidentifiedImageError as e:
         raise ImageLoadError(f"{path}: not a recognised image format") from e
     except Image.DecompressionBombError as e:
         raise ImageLoadError(f"{path}: image too large to decode safely: {e}") from e
     except PermissionError:
         raise
-    except (OSError, SyntaxError, EOFError, ValueError) as e:
+    except (OSError, SyntaxError, EOFError, ValueError, MemoryError) as e:
         raise ImageLoadError(f"{path}: cannot decode the image (truncated or corrupt?): {e}") from e
 
 
@@ -104,6 +124,7 @@ def preprocess_classification(img: Image.Image, crop_size: int = 224, resize_siz
                               ) -> np.ndarray:
     """The Vision-RWKV test pipeline: short side -> ``resize_size`` (default ``crop_size * 256/224``,
     rounded), center crop ``crop_size``, ImageNet normalisation. Returns float32 [3, crop, crop]."""
+    check_image_size(*img.size, "image")
     resize_size = resize_size or int(round(crop_size * RESIZE_RATIO))
     if resize_size < crop_size:
         raise ValueError(f"resize_size {resize_size} is smaller than crop_size {crop_size}")

@@ -20,13 +20,12 @@ every tower family, for examples, tests and benchmarks), :mod:`.cli` (``chat``, 
 
 Importing this package is cheap: ``transformers`` (the v6 CLIP tower) is imported only when a v6 tower is built.
 """
+from .builders import tiny_v6, tiny_v7, tiny_vrwkv
 from .cache import ImageStateCache
-from .loading import (VISUAL_CONFIG_KEY, assemble_vrwkv_visual_model, build_random_visual_model,
-                      is_visual_state_dict, load_visual_model, save_visual_checkpoint, split_partner,
-                      visual_model_from_state_dict)
+from .loading import (VISUAL_CONFIG_KEY, assemble_vrwkv_visual_model, build_random_visual_model, is_visual_state_dict,
+                      load_visual_model, save_visual_checkpoint, split_partner, visual_model_from_state_dict)
 from .model import VisualConfig, VisualRWKV
 from .prompts import ImageSlot, VisualPrompt, conversation_prompt, question_prompt, training_ids
-from .builders import tiny_v6, tiny_v7, tiny_vrwkv
 from .runtime import ChatSession, answer
 from .scan import SCAN_MODES, ImageSpan, scan_prefill, training_style_forward
 

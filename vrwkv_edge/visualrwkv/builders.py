@@ -8,13 +8,14 @@ multiple of window 3) and the 2x2 space-to-depth), all on a 4x4 token grid.
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from ..config import RWKVConfig
 from .loading import build_random_visual_model
 from .model import VisualConfig, VisualRWKV
 from .sam import SamConfig
 from .towers import V7TowerConfig, vrwkv_tower_config
 from .vit import ViTConfig
-from dataclasses import asdict
 
 TINY_X060 = RWKVConfig("x060", 4, 128, 64, 65536, 448, {"mix": 16, "decay": 16})
 TINY_X070 = RWKVConfig("x070", 4, 128, 64, 65536, 512, {"w": 16, "a": 16, "v": 16, "g": 16})

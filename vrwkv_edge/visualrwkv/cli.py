@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from ..cli_support import run_command
+from ..cli_support import flag_names, read_text_file, run_command, text_argument
 from ..generation import SamplingParams
 from ..loading import load_model
 from ..tokenizer import load_tokenizer
@@ -81,6 +81,11 @@ def _tokenizer(model):
 
 # ---- chat --------------------------------------------------------------------------------------------------
 def _chat_sampling(args) -> SamplingParams:
+    with flag_names():
+        return _chat_params(args)
+
+
+def _chat_params(args) -> SamplingParams:
     if args.greedy:
         return SamplingParams.greedy(max_new_tokens=args.max_new_tokens, stop_tokens=CHAT_STOP_TOKENS)
     return chat_params(temperature=args.temperature, top_p=args.top_p, frequency_penalty=args.frequency_penalty,
@@ -109,7 +114,7 @@ def cmd_chat(args, stdin=None, stdout=None) -> int:
             print(json.dumps({"finish_reason": res.finish_reason, **res.timings}), file=sys.stderr)
 
     if args.prompt is not None:
-        if not args.prompt.strip():
+        if not text_argument(args.prompt, "--prompt").strip():
             raise ValueError("--prompt is empty")
         ask(args.prompt)
         return 0
@@ -145,39 +150,55 @@ def cmd_chat(args, stdin=None, stdout=None) -> int:
 
 
 # ---- eval --------------------------------------------------------------------------------------------------
-def load_questions(path: Path) -> list:
+def load_questions(path: Path) -> list[dict]:
+    """A LLaVA-style question file: one JSON object per line (``.jsonl``) or a JSON list (``.json``); every
+    question is checked here (an object with an id, a text and string image names), naming the file and line."""
     path = Path(path)
-    if path.suffix == ".jsonl":
-        out = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        out.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{n}: not valid JSON: {e}") from e
-        return out
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of questions")
-        return data
-    raise ValueError(f"{path}: unsupported question file type {path.suffix!r} (use .jsonl or .json)")
+    if path.suffix not in (".jsonl", ".json"):
+        raise ValueError(f"{path}: unsupported question file type {path.suffix!r} (use .jsonl or .json)")
+    text = read_text_file(path, "--question-file")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+            if not isinstance(data, list):
+                raise ValueError(f"{path}: expected a JSON list of questions")
+            entries = [(f"{path}[{n}]", q) for n, q in enumerate(data)]
+        else:
+            entries = [(f"{path}:{n}", json.loads(line)) for n, line in enumerate(text.splitlines(), 1)
+                       if line.strip()]
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from None
+    for where, q in entries:
+        check_question(q, where)
+    return [q for _, q in entries]
 
 
-def question_id(line: dict):
+def check_question(q, where: str) -> None:
+    if not isinstance(q, dict):
+        raise ValueError(f"{where}: a question must be a JSON object, got {type(q).__name__}")
+    question_id(q, where)
+    if not isinstance(question_text(q, where), str):
+        raise ValueError(f"{where}: the question text must be a string")
+    image = q.get("image")
+    images = image if isinstance(image, list) else [] if image is None else [image]
+    if not all(isinstance(p, str) and p for p in images):
+        raise ValueError(f"{where}: 'image' must be a file name or a list of file names, got {image!r}")
+
+
+def question_id(line: dict, where: str = "question"):
     for k in ("question_id", "id", "index"):
         if k in line:
             return line[k]
-    raise ValueError(f"cannot find a question id (question_id / id / index) in {line}")
+    raise ValueError(f"{where}: no question id (question_id / id / index)")
 
 
-def question_text(line: dict) -> str:
+def question_text(line: dict, where: str = "question") -> str:
     if "text" in line:
         return line["text"]
-    if "conversations" in line:
-        return line["conversations"][0]["value"]
-    raise ValueError(f"cannot find the question text ('text' or 'conversations') in {line}")
+    conv = line.get("conversations")
+    if isinstance(conv, list) and conv and isinstance(conv[0], dict) and "value" in conv[0]:
+        return conv[0]["value"]
+    raise ValueError(f"{where}: no question text ('text', or 'conversations' with a first 'value')")
 
 
 def get_chunk(items: list, num_chunks: int, chunk_idx: int) -> list:
@@ -200,7 +221,7 @@ def done_question_ids(path: Path) -> set:
             f.truncate(cut)
         data = data[:cut]
     done = set()
-    for line in data.decode("utf-8").splitlines():
+    for line in data.decode("utf-8", errors="replace").splitlines():     # our own output; skip what is damaged
         if line.strip():
             try:
                 done.add(json.dumps(json.loads(line)["question_id"]))
@@ -210,9 +231,9 @@ def done_question_ids(path: Path) -> set:
 
 
 def cmd_eval(args) -> int:
+    questions = get_chunk(load_questions(args.question_file), args.num_chunks, args.chunk_idx)   # cheap checks first
     model = load_visual(args)
     tok = _tokenizer(model)
-    questions = get_chunk(load_questions(args.question_file), args.num_chunks, args.chunk_idx)
     out_path = Path(args.answers_file)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = done_question_ids(out_path)

@@ -30,7 +30,7 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from ..checkpoint import CheckpointError, check_finite, read_state_dict, save_checkpoint
+from ..checkpoint import CheckpointError, cast_weights, check_finite, layer_count, read_state_dict, save_checkpoint
 from ..config import RWKVConfig
 from ..dtypes import parse_dtype
 from ..fileio import PathLike
@@ -122,7 +122,7 @@ def _clip_config_from_weights(sd: Mapping[str, Tensor], source: str) -> dict:
         return tuple(sd[k].shape)
     hidden, _, patch, _ = shape("vit.vision_model.embeddings.patch_embedding.weight")
     n_pos = shape("vit.vision_model.embeddings.position_embedding.weight")[0]
-    layers = 1 + max(int(k.split(".")[4]) for k in sd if k.startswith("vit.vision_model.encoder.layers."))
+    layers = layer_count(sd, r"vit\.vision_model\.encoder\.layers\.(\d+)\.", source)
     inter = shape("vit.vision_model.encoder.layers.0.mlp.fc1.weight")[0]
     side = math.isqrt(n_pos - 1)
     found = dict(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
@@ -144,18 +144,27 @@ def _projector_type(sd: Mapping[str, Tensor], source: str) -> str:
                           f"proj.gate.weight / proj.o_proj.weight / proj.ln_v.* (v7 mlp)")
 
 
-def _stored_config(sd: Mapping[str, Tensor]) -> Optional[VisualConfig]:
+def _stored_config(sd: Mapping[str, Tensor], source: str) -> Optional[VisualConfig]:
+    """The configuration a file written by :func:`save_visual_checkpoint` carries (JSON in a uint8 tensor)."""
     t = sd.get(VISUAL_CONFIG_KEY)
     if t is None:
         return None
-    return VisualConfig.from_json(bytes(t.to(torch.uint8).tolist()).decode("utf-8"))
+    where = f"{source}: {VISUAL_CONFIG_KEY}"
+    if t.dtype != torch.uint8 or t.dim() != 1:
+        raise CheckpointError(f"{where}: expected a 1-D uint8 tensor of JSON text, got {t.dtype} {tuple(t.shape)}")
+    try:
+        return VisualConfig.from_json(bytes(t.tolist()).decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{where}: not UTF-8 text: {e}") from e
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: not a valid VisualRWKV configuration: {e}") from e
 
 
 def visual_config_from_state_dict(sd: Mapping[str, Tensor], source: str = "checkpoint", **overrides) -> VisualConfig:
     """The :class:`VisualConfig` of a checkpoint: the stored one, else the embedded tower configuration that
     matches the weights plus the released models' runtime settings; ``overrides`` (non-None) win."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    cfg = _stored_config(sd)
+    cfg = _stored_config(sd, source)
     if cfg is None:
         tower = _tower_kind(sd, source)
         if tower == "clip":
@@ -250,7 +259,10 @@ def visual_model_from_state_dict(sd: Mapping[str, Tensor], dtype: torch.dtype = 
     if emb is None or emb.dim() != 2:
         raise CheckpointError(f"{source}: missing or malformed language-model key {LM_PREFIX}emb.weight")
     n_embd = int(emb.shape[1])
-    expected = expected_visual_shapes(vcfg, n_embd)
+    try:       # the configuration may come from the file: building its (meta-device) tower is where it can fail
+        expected = expected_visual_shapes(vcfg, n_embd)
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{source}: the visual configuration does not describe a buildable tower: {e}") from e
     given = _check_visual_keys(sd, expected, source)          # the towers first: a cheap, clear failure
     lm = model_from_state_dict({k: v for k, v in sd.items() if k.startswith(LM_PREFIX)}, dtype=dtype,
                                device=device, source=source)
@@ -259,13 +271,10 @@ def visual_model_from_state_dict(sd: Mapping[str, Tensor], dtype: torch.dtype = 
         proj = build_projector(vcfg.proj_type, _tower_dim(vcfg), n_embd)
     for module, prefix in ((vit, "vit."), (proj, "proj.")):
         own = module.state_dict()
-        weights = {}
-        for k, t in own.items():
-            v = given.get(prefix + k)
-            if v is None:                               # an unused parameter absent from a stripped file
-                v = torch.zeros(t.shape)
-            weights[k] = v.to(device=device, dtype=dtype)
-        module.load_state_dict(weights, strict=True, assign=True)
+        # an unused parameter absent from a stripped file is zeros
+        weights = {k: given.get(prefix + k, torch.zeros(t.shape)) for k, t in own.items()}
+        module.load_state_dict(cast_weights(weights, dtype, device, f"{source} ({prefix}*)"), strict=True,
+                               assign=True)
     if vcfg.tower == "clip":
         fix_meta_buffers(vit)
         vit.to(device)

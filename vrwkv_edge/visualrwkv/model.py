@@ -24,25 +24,25 @@ the prompt equals the state the training-time full-sequence forward implies.  Ba
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import numbers
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..state import State
+from ..vision_rwkv.backbone import VRWKVConfig
 from .cache import ImageStateCache, prefix_key  # noqa: F401  (ImageStateCache: type in the docs)
 from .preprocess import (clip_transform, dino_transform, image_hash, load_rgb, sam_transform, siglip_transform,
                          vrwkv_transform)
 from .prompts import IMAGE_POSITIONS
 from .scan import ImageSpan, check_scan_mode, scan_prefill, training_style_forward
-from .towers import (CLIP_CONFIGS, DEFAULT_CLIP, TowerLayout, V7TowerConfig, adaptive_pool, clip_features,
-                     grid_pool, grid_pool_layout, vrwkv_tower_config)
-from ..vision_rwkv.backbone import VRWKVConfig
-import hashlib
+from .towers import (CLIP_CONFIGS, DEFAULT_CLIP, TowerLayout, V7TowerConfig, adaptive_pool, clip_features, grid_pool,
+                     grid_pool_layout, vrwkv_tower_config)
 
 VISUAL_VERSIONS = ("v6", "v7")
 # Tower families; the released VisualRWKV models use CLIP (v6.0) and SAM+DINOv2+SigLIP (v7.00).
@@ -79,6 +79,7 @@ class VisualConfig:
     vrwkv: dict = field(default_factory=lambda: asdict(vrwkv_tower_config()))
     image_size: Optional[int] = None
 
+
     def __post_init__(self):
         if self.version not in VISUAL_VERSIONS:
             raise ValueError(f"VisualConfig.version must be one of {VISUAL_VERSIONS}, got {self.version!r}")
@@ -102,6 +103,8 @@ class VisualConfig:
             n = int(self.num_token_per_image)
             if n < 1 or math.isqrt(n) ** 2 != n:
                 raise ValueError(f"num_token_per_image must be a positive square number, got {n}")
+        if int(self.grid_size) < -1:
+            raise ValueError(f"VisualConfig.grid_size must be -1, 0, 1 or >= 2, got {self.grid_size}")
         if self.image_size is not None and int(self.image_size) < 1:
             raise ValueError(f"VisualConfig.image_size must be positive, got {self.image_size}")
 
@@ -133,7 +136,29 @@ class VisualConfig:
 
     @classmethod
     def from_json(cls, s: str) -> "VisualConfig":
-        return cls(**json.loads(s))
+        """Parses and checks a stored configuration: a JSON object with known fields of the right types (the
+        nested tower dicts are checked when the tower is built).  Raises ValueError naming what is wrong."""
+        try:
+            d = json.loads(s)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"not JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, got a {type(d).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}")
+        for name, value in d.items():
+            want = CONFIG_FIELD_TYPES[name]
+            if value is not None and not (isinstance(value, want) and not isinstance(value, bool)):
+                raise ValueError(f"field {name!r} is a {type(value).__name__}, expected {want.__name__}")
+        return cls(**d)
+
+
+# The JSON type of every VisualConfig field (None is accepted where the field is Optional).
+CONFIG_FIELD_TYPES = {"version": str, "scan": str, "grid_size": int, "num_token_per_image": int, "proj_type": str,
+                      "image_position": str, "clip": dict, "towers": dict, "tower": str, "vrwkv": dict,
+                      "image_size": int}
 
 
 def tower_features(vit: nn.Module, vcfg: VisualConfig, pixels) -> Tensor:

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..vision_rwkv.image import check_image_size, load_image, to_rgb
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,19 +47,19 @@ SIGLIP_STD = (0.5, 0.5, 0.5)
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
-from ..vision_rwkv.image import load_image, to_rgb
-
 
 def load_rgb(source: ImageSource) -> Image.Image:
     """An RGB PIL image from a path (:func:`vrwkv_edge.vision_rwkv.image.load_image`: fully decoded, EXIF orientation
     applied, clear errors naming the file), a PIL image or an HxW / HxWx3 / HxWx4 uint8 array.  Mode conversion
     is the package's :func:`~vrwkv_edge.vision_rwkv.image.to_rgb`."""
     if isinstance(source, Image.Image):
+        check_image_size(*source.size, "image")
         return to_rgb(source)
     if isinstance(source, np.ndarray):
         bad_shape = source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (3, 4))
         if source.dtype != np.uint8 or bad_shape:
             raise ValueError(f"an image array must be uint8 HxW, HxWx3 or HxWx4, got {source.dtype} {source.shape}")
+        check_image_size(source.shape[1], source.shape[0], "image array")
         return to_rgb(Image.fromarray(source))
     if isinstance(source, (str, os.PathLike)):
         return load_image(source)
