@@ -87,6 +87,7 @@ def test_matmul_form_is_exact_up_to_its_bounds(T):
     args = (w, u, k, v)
     assert _matmul_is_exact(*f32(w, u, k))
     assert rel_err(bi_wkv_ref(*args), bi_wkv(*f32(*args), method="matmul")) <= 1e-5
+    assert rel_err(bi_wkv_official_ref(*args), bi_wkv_official(*f32(*args), method="matmul")) <= 1e-5
 
 
 def test_auto_uses_the_scan_when_the_matmul_form_would_underflow():
