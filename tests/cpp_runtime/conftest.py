@@ -1,5 +1,6 @@
-"""C++ runtime tests: CMake builds csrc/runtime once per session, installs it into a temporary prefix, and builds
-csrc/examples against the installed package (find_package(vrwkv_runtime)); the tests run those binaries.
+"""C++ runtime tests: CMake builds csrc/runtime once per session (in the background, overlapping the exports),
+installs it into a temporary prefix, and builds csrc/examples against the installed package
+(find_package(vrwkv_runtime)); the tests run those binaries.
 
 The ONNX Runtime headers come from $VRWKV_ORT_INCLUDE_DIR when set (a directory with onnxruntime_c_api.h),
 otherwise CMake fetches Debian's libonnxruntime-dev (csrc/runtime/cmake/fetch_ort_headers.sh).  The library is
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,34 +38,44 @@ def import_first(*candidates: str):
     raise ImportError("none of these imports worked:\n" + "\n".join(errors))
 
 
-def _run(cmd, **kw):
-    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
-    if r.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
-    return r
-
-
-@pytest.fixture(scope="session")
-def cpp_build(tmp_path_factory) -> dict:
-    """Paths of the installed runtime and the example binaries."""
+@pytest.fixture(scope="session", autouse=True)
+def _background_build(tmp_path_factory):
+    """Starts the CMake build as soon as the first test of this directory runs, so that it overlaps the model
+    exports (tests ask for their exports before the binaries)."""
     if shutil.which("cmake") is None:
-        pytest.fail("cmake is not installed (apt-get install cmake ninja-build g++)")
+        pytest.fail("cmake is not installed (apt-get install cmake ninja-build g++ libjpeg-dev libpng-dev)")
     root = tmp_path_factory.mktemp("cpp_runtime")
     prefix = root / "prefix"
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     ort_inc = os.environ.get("VRWKV_ORT_INCLUDE_DIR")
     extra = [f"-DVRWKV_ORT_INCLUDE_DIR={ort_inc}"] if ort_inc else []
-    _run(["cmake", "-S", REPO / "csrc" / "runtime", "-B", root / "build", *gen, "-DCMAKE_BUILD_TYPE=Release",
-          f"-DCMAKE_INSTALL_PREFIX={prefix}", "-DVRWKV_RUNTIME_BUILD_EXAMPLES=OFF", *extra])
-    _run(["cmake", "--build", root / "build", "-j", JOBS])
-    _run(["cmake", "--install", root / "build"])
-    _run(["cmake", "-S", REPO / "csrc" / "examples", "-B", root / "examples", *gen, "-DCMAKE_BUILD_TYPE=Release",
-          f"-DCMAKE_PREFIX_PATH={prefix}"])
-    _run(["cmake", "--build", root / "examples", "-j", JOBS])
+    steps = [["cmake", "-S", REPO / "csrc" / "runtime", "-B", root / "build", *gen, "-DCMAKE_BUILD_TYPE=Release",
+              f"-DCMAKE_INSTALL_PREFIX={prefix}", "-DVRWKV_RUNTIME_BUILD_EXAMPLES=OFF", *extra],
+             ["cmake", "--build", root / "build", "-j", JOBS],
+             ["cmake", "--install", root / "build"],
+             ["cmake", "-S", REPO / "csrc" / "examples", "-B", root / "examples", *gen, "-DCMAKE_BUILD_TYPE=Release",
+              f"-DCMAKE_PREFIX_PATH={prefix}"],
+             ["cmake", "--build", root / "examples", "-j", JOBS]]
+    log = root / "build.log"
+    script = " && ".join(shlex.join(map(str, step)) for step in steps)
+    with open(log, "w") as f:
+        proc = subprocess.Popen(["sh", "-c", f"set -x; {script}"], stdout=f, stderr=subprocess.STDOUT)
+    yield proc, root, log
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def cpp_build(_background_build) -> dict:
+    """Paths of the installed runtime and the example binaries (waits for the background build)."""
+    proc, root, log = _background_build
+    if proc.wait() != 0:
+        pytest.fail(f"building csrc/runtime and csrc/examples failed ({proc.returncode}); {log}:\n"
+                    f"{log.read_text()[-6000:]}")
     bins = root / "examples"
-    return {"root": root, "prefix": prefix, "chat": bins / "vrwkv-chat", "tokenize": bins / "vrwkv-tokenize",
-            "embed": bins / "embed_minimal", "ort_include": ort_inc or
-            str(root / "build" / "_deps" / "onnxruntime-headers" / "include" / "onnxruntime")}
+    return {"root": root, "prefix": root / "prefix", "chat": bins / "vrwkv-chat", "tokenize": bins / "vrwkv-tokenize",
+            "embed": bins / "embed_minimal"}
 
 
 @pytest.fixture(scope="session")

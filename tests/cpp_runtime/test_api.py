@@ -15,7 +15,7 @@ from .conftest import TESTDATA
 PROMPT = "The quick brown fox"
 
 
-def test_c_api_from_c(cpp_build, text_exports, ort_library, run_chat, tmp_path):
+def test_c_api_from_c(text_exports, cpp_build, ort_library, run_chat, tmp_path):
     cc = shutil.which("cc") or shutil.which("gcc")
     prefix = Path(cpp_build["prefix"])
     libdir = next(p for p in (prefix / "lib", prefix / "lib64", *prefix.glob("lib/*-linux-gnu")) if
