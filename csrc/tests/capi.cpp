@@ -54,6 +54,8 @@ BiWkvParams biwkv(const int64_t* d, void** x) {
     p.stride_t = p.C, p.stride_b = int64_t(p.T) * p.C;
     p.w = static_cast<const float*>(x[kW]), p.u = static_cast<const float*>(x[kU]);
     p.k = x[kK], p.v = x[kV], p.y = static_cast<float*>(x[kY]), p.workspace = static_cast<float*>(x[kWorkspace]);
+    p.dy = static_cast<const float*>(x[kDy]), p.dk = static_cast<float*>(x[kDk]), p.dv = static_cast<float*>(x[kDv]);
+    p.dw = static_cast<float*>(x[kDw]), p.du = static_cast<float*>(x[kDu]);
     return p;
 }
 
@@ -73,6 +75,8 @@ const std::map<std::string, Run>& ops() {
         {"biwkv_forward_cpu", [](auto d, auto x) { biwkv_forward_cpu(biwkv(d, x)); }},
         {"biwkv_forward_reference", [](auto d, auto x) { biwkv_forward_reference(biwkv(d, x)); }},
         {"biwkv_forward_cuda", [](auto d, auto x) { biwkv_forward_cuda(biwkv(d, x), nullptr); }},
+        {"biwkv_backward_cpu", [](auto d, auto x) { biwkv_backward_cpu(biwkv(d, x)); }},
+        {"biwkv_backward_cuda", [](auto d, auto x) { biwkv_backward_cuda(biwkv(d, x), nullptr); }},
     };
     return table;
 }

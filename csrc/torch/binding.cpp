@@ -161,24 +161,43 @@ std::vector<Tensor> wkv7_backward(const Tensor& r, const Tensor& w_log, const Te
     return g;                                             // dr, dw_log, dk, dv, da, db, dstate
 }
 
-Tensor bi_wkv(const Tensor& w, const Tensor& u, const Tensor& k, const Tensor& v) {
+// Checks and fills the Bi-WKV params; keeps the contiguous / fp32 inputs alive in `keep`.
+BiWkvParams biwkv_params(const Tensor& w, const Tensor& u, const Tensor& k, const Tensor& v, std::vector<Tensor>& keep) {
     TORCH_CHECK(k.dim() == 3 && k.sizes() == v.sizes() && k.scalar_type() == v.scalar_type(),
                 "vrwkv::bi_wkv: k and v must be [B, T, C] of one dtype, got ", k.sizes(), " and ", v.sizes());
     const auto C = k.size(2);
     TORCH_CHECK(w.sizes() == at::IntArrayRef({C}) && u.sizes() == at::IntArrayRef({C}),
                 "vrwkv::bi_wkv: w and u must be [C] = [", C, "]");
-    const Tensor wc = w.to(at::kFloat).contiguous(), uc = u.to(at::kFloat).contiguous();
-    const Tensor kc = k.contiguous(), vc = v.contiguous();
-    Tensor y = f32(k, k.sizes());
+    keep = {w.to(at::kFloat).contiguous(), u.to(at::kFloat).contiguous(), k.contiguous(), v.contiguous()};
     BiWkvParams p;
     p.B = int(k.size(0)), p.T = int(k.size(1)), p.C = int(C), p.dtype = dtype_of(k);
-    p.stride_b = kc.stride(0), p.stride_t = kc.stride(1);
-    p.w = wc.data_ptr<float>(), p.u = uc.data_ptr<float>(), p.k = kc.data_ptr(), p.v = vc.data_ptr();
+    p.stride_b = keep[2].stride(0), p.stride_t = keep[2].stride(1);
+    p.w = keep[0].data_ptr<float>(), p.u = keep[1].data_ptr<float>(), p.k = keep[2].data_ptr(), p.v = keep[3].data_ptr();
+    return p;
+}
+
+Tensor bi_wkv(const Tensor& w, const Tensor& u, const Tensor& k, const Tensor& v) {
+    std::vector<Tensor> keep;
+    BiWkvParams p = biwkv_params(w, u, k, v, keep);
+    Tensor y = f32(k, k.sizes());
+    Tensor ws = k.is_cuda() ? f32(k, {biwkv_workspace_floats(p)}) : Tensor();   // the CPU forward needs none
     p.y = y.data_ptr<float>();
-    Tensor ws = k.is_cuda() ? f32(k, {biwkv_workspace_floats(p)}) : Tensor();
     p.workspace = ws.defined() ? ws.data_ptr<float>() : nullptr;
     run(k, p, [](auto& q, auto& pf) { biwkv_forward_cpu(q, pf); }, [](auto& q, auto st) { biwkv_forward_cuda(q, st); });
     return y;
+}
+
+std::vector<Tensor> bi_wkv_backward(const Tensor& w, const Tensor& u, const Tensor& k, const Tensor& v,
+                                    const Tensor& dy) {
+    std::vector<Tensor> keep;
+    BiWkvParams p = biwkv_params(w, u, k, v, keep);
+    const Tensor dyc = dy.to(at::kFloat).contiguous();
+    Tensor dk = f32(k, k.sizes()), dv = f32(k, k.sizes()), ws = f32(k, {biwkv_workspace_floats(p)});
+    Tensor dw = f32(k, {int64_t(p.B), int64_t(p.C)}), du = f32(k, {int64_t(p.B), int64_t(p.C)});
+    p.dy = dyc.data_ptr<float>(), p.dk = dk.data_ptr<float>(), p.dv = dv.data_ptr<float>();
+    p.dw = dw.data_ptr<float>(), p.du = du.data_ptr<float>(), p.workspace = ws.data_ptr<float>();
+    run(k, p, [](auto& q, auto& pf) { biwkv_backward_cpu(q, pf); }, [](auto& q, auto st) { biwkv_backward_cuda(q, st); });
+    return {dw.sum(0), du.sum(0), dk, dv};
 }
 
 // Autograd of an op (inputs...) -> (y, state) with a backward op (inputs..., dy, dstate) -> gradients of the inputs
@@ -235,6 +254,7 @@ TORCH_LIBRARY(vrwkv, m) {
     m.def("wkv7_backward(Tensor r, Tensor w_log, Tensor k, Tensor v, Tensor a, Tensor b, Tensor state, Tensor dy, "
           "Tensor dstate) -> Tensor[]");
     m.def("bi_wkv(Tensor w, Tensor u, Tensor k, Tensor v) -> Tensor");
+    m.def("bi_wkv_backward(Tensor w, Tensor u, Tensor k, Tensor v, Tensor dy) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(vrwkv, CPU, m) {
@@ -243,6 +263,7 @@ TORCH_LIBRARY_IMPL(vrwkv, CPU, m) {
     m.impl("wkv7", &wkv7);
     m.impl("wkv7_backward", &wkv7_backward);
     m.impl("bi_wkv", &bi_wkv);
+    m.impl("bi_wkv_backward", &bi_wkv_backward);
 }
 
 TORCH_LIBRARY_IMPL(vrwkv, Autograd, m) {
@@ -257,6 +278,7 @@ TORCH_LIBRARY_IMPL(vrwkv, CUDA, m) {
     m.impl("wkv7", &wkv7);
     m.impl("wkv7_backward", &wkv7_backward);
     m.impl("bi_wkv", &bi_wkv);
+    m.impl("bi_wkv_backward", &bi_wkv_backward);
 }
 #endif
 

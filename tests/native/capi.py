@@ -144,6 +144,16 @@ class Capi:
         return y
 
 
+    def bi_wkv_backward(self, backend, w, u, k, v, dy):
+        """Returns (dw, du, dk, dv); dw, du summed over the batch."""
+        B, T, C = k.shape
+        dk, dv, dw, du = torch.empty(k.shape), torch.empty(k.shape), torch.empty(B, C), torch.empty(B, C)
+        self.run(f"biwkv_backward_{backend}", [*k.shape, DTYPE_CODES[k.dtype]], w_log=w.float().contiguous(),
+                 u=u.float().contiguous(), k=k, v=v, dy=dy, dk=dk, dv=dv, dw_log=dw, du=du,
+                 workspace=self._workspace("biwkv", k.shape))
+        return dw.sum(0), du.sum(0), dk, dv
+
+
 def build_capi() -> Capi:
     return Capi(compile_and_link("vrwkv_capi", CUDA_SOURCES + CPU_SOURCES + ("tests/capi.cpp",), ("-O2",), True))
 

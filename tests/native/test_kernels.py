@@ -161,6 +161,25 @@ def test_backward_bf16(capi, name, op):
         assert rel_err(e, o) <= 1e-4, f"gradient of input {i}"
 
 
+@pytest.mark.parametrize("name", ["cuda:fibers-forward", "cpu"])
+@pytest.mark.parametrize("T", [1, 2, 29])
+@pytest.mark.parametrize("spread", [1, 30])
+def test_bi_wkv_backward(capi, name, T, spread):
+    """Vision-RWKV Bi-WKV gradients (w, u, k, v) vs float64 autograd of the paper formula, 1e-4 relative; the wide
+    keys (x30: logits of ~200) are where an unanchored backward would overflow."""
+    g = torch.Generator().manual_seed(T + spread)
+    B, C = 2, 70
+    w, u = torch.randn(C, generator=g) * 3 / T, torch.randn(C, generator=g) * 3 / T
+    k, v = 2 * torch.randn(B, T, C, generator=g), torch.randn(B, T, C, generator=g)
+    k[0, :, :10] *= spread
+    dy = torch.randn(B, T, C, generator=g)
+    xs = [x.double().requires_grad_() for x in (w, u, k, v)]
+    torch.autograd.backward(bi_wkv_ref(*xs), dy.double())
+    got = capi.bi_wkv_backward(backend(capi, name), w, u, k, v, dy)
+    for x, o, n in zip(xs, got, "w u k v".split()):
+        assert rel_err(x.grad, o) <= 1e-4, n
+
+
 def test_unsupported_head_sizes(capi):
     xs = wkv7_inputs(1, 3, 1, 48)
     for name in ("cuda", "cpu"):

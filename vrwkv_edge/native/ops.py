@@ -5,7 +5,7 @@ Imported by :mod:`vrwkv_edge.native` after the built library is loaded (the ``to
 it).  Ops: ``vrwkv::wkv6`` / ``vrwkv::wkv7`` (``[B, T, H, N]`` inputs of one dtype, fp32 state in, ``(y fp32,
 new state)`` out; ``[B, H, N]`` inputs are one decode step) with autograd (registered in C++) through
 ``vrwkv::wkv6_backward`` / ``wkv7_backward`` (gradients of every input including the initial state), and
-``vrwkv::bi_wkv`` (Vision-RWKV v1, forward only).
+``vrwkv::bi_wkv`` (Vision-RWKV v1) with autograd through ``vrwkv::bi_wkv_backward``.
 """
 from __future__ import annotations
 
@@ -56,6 +56,25 @@ def _bi_wkv_fake(w, u, k, v):
     return _f32(k)
 
 
+@torch.library.register_fake("vrwkv::bi_wkv_backward")
+def _bi_wkv_backward_fake(w, u, k, v, dy):
+    return [_f32(x) for x in (w, u, k, v)]
+
+
+def _bi_wkv_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _bi_wkv_backward(ctx, dy):
+    grads = OPS.bi_wkv_backward(*ctx.saved_tensors, dy)
+    return tuple(g.to(x.dtype) for g, x in zip(grads, ctx.saved_tensors))
+
+
+# Bi-WKV runs once per layer and image, so its autograd lives here in Python; the WKV-6/7 autograd, on the
+# per-token decode path, is registered in C++ (csrc/torch/binding.cpp).
+torch.library.register_autograd("vrwkv::bi_wkv", _bi_wkv_backward, setup_context=_bi_wkv_setup)
+
+
 # ---- the WkvImpl entry points: the pure-PyTorch ops' signatures and results ---------------------------------------
 
 def _as(dt: torch.dtype, *xs: Tensor) -> list[Tensor]:
@@ -101,10 +120,9 @@ def bi_wkv6(r: Tensor, k: Tensor, v: Tensor, w_log: Tensor, u: Tensor, chunk_siz
 
 def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto",
            chunk_size: Optional[int] = None) -> Tensor:
-    """Like :func:`vrwkv_edge.ops.biwkv.bi_wkv` (the paper formula, exact for any finite input).  The native kernel
-    is forward-only: when a gradient is needed, or for float64 inputs, this runs the PyTorch form instead."""
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (w, u, k, v))
-    if needs_grad or k.dtype == torch.float64:
+    """Like :func:`vrwkv_edge.ops.biwkv.bi_wkv` (the paper formula, exact for any finite input), differentiable;
+    ``method`` and ``chunk_size`` are accepted and ignored.  float64 inputs run the PyTorch form."""
+    if k.dtype == torch.float64:
         return bi_wkv_torch(w, u, k, v, method=method, chunk_size=chunk_size)
     dt = kernel_dtype(k, v)
-    return OPS.bi_wkv(w.float(), u.float(), k.to(dt), v.to(dt))
+    return OPS.bi_wkv(w.float(), u.float(), *_as(dt, k, v))

@@ -10,6 +10,7 @@
 #include "vrwkv/params.h"
 
 #if defined(__CUDACC__)
+#include <cuda_fp16.h>
 #define VRWKV_HD __host__ __device__ __forceinline__
 #else
 #define VRWKV_HD inline
@@ -34,6 +35,9 @@ VRWKV_HD float bits_to_float(uint32_t u) {
 VRWKV_HD float to_float(float x) { return x; }
 VRWKV_HD float to_float(bf16_t x) { return bits_to_float(uint32_t(x.bits) << 16); }
 VRWKV_HD float to_float(half_t x) {
+#if defined(__CUDA_ARCH__)
+    return __half2float(__ushort_as_half(x.bits));   // one instruction; the bit version below costs registers
+#endif
     const uint32_t sign = uint32_t(x.bits & 0x8000u) << 16, exp = (x.bits >> 10) & 0x1fu, man = x.bits & 0x3ffu;
     if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (man << 13));      // inf / nan
     if (exp == 0) {                                                                  // zero / subnormal: man * 2^-24

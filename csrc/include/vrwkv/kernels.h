@@ -20,6 +20,7 @@ void wkv6_backward_cpu(const Wkv6Params& p, const ParallelFor& pf = serial_for);
 void wkv7_forward_cpu(const Wkv7Params& p, const ParallelFor& pf = serial_for);
 void wkv7_backward_cpu(const Wkv7Params& p, const ParallelFor& pf = serial_for);
 void biwkv_forward_cpu(const BiWkvParams& p, const ParallelFor& pf = serial_for);
+void biwkv_backward_cpu(const BiWkvParams& p, const ParallelFor& pf = serial_for);   // needs p.workspace
 
 // Scalar references: the recurrences written out one multiply at a time, accumulated in double.
 void wkv6_forward_reference(const Wkv6Params& p);
@@ -34,5 +35,6 @@ void wkv6_backward_cuda(const Wkv6Params& p, void* stream);
 void wkv7_forward_cuda(const Wkv7Params& p, void* stream);
 void wkv7_backward_cuda(const Wkv7Params& p, void* stream);
 void biwkv_forward_cuda(const BiWkvParams& p, void* stream);
+void biwkv_backward_cuda(const BiWkvParams& p, void* stream);
 
 }  // namespace vrwkv

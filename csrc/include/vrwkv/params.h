@@ -50,7 +50,10 @@ struct BiWkvParams {
     const float *w = nullptr, *u = nullptr;
     const void *k = nullptr, *v = nullptr;
     float* y = nullptr;                           // [B, T, C]
-    float* workspace = nullptr;                   // biwkv_workspace_floats() floats
+    // Backward only: dy [B, T, C] in; dk, dv [B, T, C] and the per-sample dw, du [B, C] out (fp32, contiguous).
+    const float* dy = nullptr;
+    float *dk = nullptr, *dv = nullptr, *dw = nullptr, *du = nullptr;
+    float* workspace = nullptr;                   // biwkv_workspace_floats() floats (CUDA forward, every backward)
 };
 
 // Chunk of tokens between state checkpoints in the backward passes (and staged in shared memory on the GPU).
@@ -62,6 +65,8 @@ inline int64_t wkv_backward_workspace_floats(const WkvCommonParams& p) {
     return int64_t(p.B) * p.H * (n_ckpt + kChunk + 1) * p.N * p.N;
 }
 
-inline int64_t biwkv_workspace_floats(const BiWkvParams& p) { return 4 * int64_t(p.B) * p.T * p.C; }
+// Ten [B, T, C] planes: the forward's suffix sums (4), reused by the backward for y, den and the anchors of every
+// token, then the backward's suffix sums (6).
+inline int64_t biwkv_workspace_floats(const BiWkvParams& p) { return 10 * int64_t(p.B) * p.T * p.C; }
 
 }  // namespace vrwkv

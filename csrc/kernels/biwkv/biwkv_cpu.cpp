@@ -1,5 +1,6 @@
-// Vision-RWKV (v1) Bi-WKV forward on the CPU: the same two log-anchored scans as the CUDA kernel, with the channel
-// loop innermost (contiguous, vectorised) and threads over (batch, block of channels).
+// Vision-RWKV (v1) Bi-WKV on the CPU.  Forward: the same two log-anchored scans as the CUDA kernel, with the channel
+// loop innermost (contiguous) and threads over (batch, block of channels).  Backward: the per-channel routine the
+// CUDA kernel runs too (biwkv_math.h), threads over (batch, channel).
 #include <vector>
 
 #include "../wkv_cpu_common.h"
@@ -50,6 +51,15 @@ void biwkv_forward_cpu(const BiWkvParams& p, const ParallelFor& pf) {
                     }
                 }
             }
+        });
+    });
+}
+
+void biwkv_backward_cpu(const BiWkvParams& p, const ParallelFor& pf) {
+    dispatch_dtype(p.dtype, [&](auto in) {
+        pf(int64_t(p.B) * p.C, [&](int64_t begin, int64_t end) {
+            for (int64_t item = begin; item < end; ++item)
+                biwkv_backward_channel<decltype(in)>(p, int(item / p.C), int(item % p.C));
         });
     });
 }

@@ -1,4 +1,4 @@
-// Vision-RWKV (v1) Bi-WKV forward on the GPU: the paper formula (distance |t-i|-1, no epsilon), exact for any
+// Vision-RWKV (v1) Bi-WKV forward and backward on the GPU: the paper formula (distance |t-i|-1, no epsilon), exact for any
 // finite input through log-anchored sums (biwkv_math.h).  One thread per (batch, channel); two sequential scans:
 // the suffix sums go to the workspace, then the prefix scan combines them with the current token.
 #include "vrwkv/biwkv_math.h"
@@ -40,15 +40,30 @@ __global__ void __launch_bounds__(kBiWkvThreads) biwkv_forward_kernel(BiWkvParam
     }
 }
 
-}  // namespace
+template <class In>
+__global__ void __launch_bounds__(kBiWkvThreads) biwkv_backward_kernel(BiWkvParams p) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c < p.C) biwkv_backward_channel<In>(p, blockIdx.y, c);
+}
 
-void biwkv_forward_cuda(const BiWkvParams& p, void* stream) {
+template <class Pick>
+void launch_per_channel(const BiWkvParams& p, void* stream, Pick pick) {
     dispatch_dtype(p.dtype, [&](auto in) {
         if (p.B * p.C == 0) return;
-        auto kernel = biwkv_forward_kernel<decltype(in)>;
+        auto kernel = pick(in);
         VRWKV_LAUNCH(kernel, dim3((p.C + kBiWkvThreads - 1) / kBiWkvThreads, p.B), dim3(kBiWkvThreads), stream, p);
         VRWKV_CUDA_CHECK_LAUNCH();
     });
+}
+
+}  // namespace
+
+void biwkv_forward_cuda(const BiWkvParams& p, void* stream) {
+    launch_per_channel(p, stream, [](auto in) { return biwkv_forward_kernel<decltype(in)>; });
+}
+
+void biwkv_backward_cuda(const BiWkvParams& p, void* stream) {
+    launch_per_channel(p, stream, [](auto in) { return biwkv_backward_kernel<decltype(in)>; });
 }
 
 }  // namespace vrwkv

@@ -50,15 +50,17 @@ __global__ void __launch_bounds__(N) wkv6_forward_kernel(Wkv6Params p) {
 template <int N, class In>
 __global__ void __launch_bounds__(N) wkv6_backward_kernel(Wkv6Params p) {
     const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H, j = threadIdx.x;
-    __shared__ float r_[N], w_[N], k_[N], v_[N], dy_[N], u_[N];
+    // u k staged per token, as in the forward: a loop-invariant u_[i] would be hoisted into N registers (spills).
+    __shared__ float r_[N], w_[N], k_[N], v_[N], dy_[N], uk_[N];
     __shared__ float P[N][N + 1];
-    u_[j] = to_float(static_cast<const In*>(p.u)[h * N + j]);
+    const float u = to_float(static_cast<const In*>(p.u)[h * N + j]);
     auto stage = [&](int t, bool grads) {
         __syncthreads();
         r_[j] = load_token<In>(p.r, p, b, t, h, j);
         w_[j] = expf(load_token<In>(p.w_log, p, b, t, h, j));
         k_[j] = load_token<In>(p.k, p, b, t, h, j);
         v_[j] = load_token<In>(p.v, p, b, t, h, j);
+        uk_[j] = u * k_[j];
         if (grads) dy_[j] = p.dy[out_index(p, b, t, h, j)];
         __syncthreads();
     };
@@ -85,12 +87,12 @@ __global__ void __launch_bounds__(N) wkv6_backward_kernel(Wkv6Params p) {
 #pragma unroll
             for (int i = 0; i < N; ++i) {
                 dyv += dy_[i] * v_[i];
-                ruk += r_[i] * u_[i] * k_[i];
+                ruk += r_[i] * uk_[i];
                 dv += ds[i] * k_[i];
             }
             p.dv[o] = dv + ruk * dy;
-            p.dr[o] = row_sum<N>(P, [&](int i) { return prev[i * N] * dy; }) + u_[j] * k_[j] * dyv;
-            p.dk[o] = row_sum<N>(P, [&](int i) { return ds[i] * v; }) + r_[j] * u_[j] * dyv;
+            p.dr[o] = row_sum<N>(P, [&](int i) { return prev[i * N] * dy; }) + uk_[j] * dyv;
+            p.dk[o] = row_sum<N>(P, [&](int i) { return ds[i] * v; }) + r_[j] * u * dyv;
             p.dw_log[o] = w_[j] * row_sum<N>(P, [&](int i) { return ds[i] * prev[i * N]; });
             du += r_[j] * k_[j] * dyv;
 #pragma unroll
