@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import fields
 from typing import Mapping, Optional, Union
 
 import torch
 from torch import Tensor
 
-from ..checkpoint import CheckpointError, check_finite, fit_shapes, read_state_dict, unwrap_state_dict
+from ..checkpoint import (CheckpointError, cast_weights, check_finite, fit_shapes, layer_count, read_state_dict,
+                          unwrap_state_dict, validate_tensors)
 from ..dtypes import parse_dtype
 from ..fileio import PathLike
 from .backbone import VRWKV_PRESETS, VisionRWKV, VRWKVConfig, get_config
@@ -28,6 +28,7 @@ def official_state_dict(sd: Mapping[str, Tensor], source: str = "state dict") ->
     (``state_dict`` / ``model`` / ``module``), a ``module.`` (DDP) prefix, and a bare backbone (dense-task
     checkpoints loaded with ``revise_keys=[('^backbone.', '')]``)."""
     sd = unwrap_state_dict(sd, source, strip_ddp_prefix=True)
+    validate_tensors(sd, source)
     if "backbone.patch_embed.projection.weight" in sd:
         return dict(sd)
     if "patch_embed.projection.weight" in sd:
@@ -47,30 +48,33 @@ def config_from_state_dict(sd: Mapping[str, Tensor], arch: Union[str, VRWKVConfi
     Without ``arch`` the preset with the same variant, width and depth supplies what shapes cannot tell
     (post_norm); with ``arch`` every structural field must agree.  The position grid, the head and the
     presence of layer scale always come from the checkpoint."""
-    def shape(key):
+    def shape(key, rank=None):
         if key not in sd:
             raise CheckpointError(f"{source}: missing key {key!r} needed to read the model size")
-        return tuple(sd[key].shape)
+        s = tuple(sd[key].shape)
+        if rank is not None and len(s) != rank:
+            raise CheckpointError(f"{source}: {key} has shape {s}, expected {rank} dimensions")
+        return s
 
     b = "backbone.layers.0."
-    C, in_ch, p, _ = shape("backbone.patch_embed.projection.weight")
-    layer_ids = {int(m.group(1)) for k in sd for m in [re.match(r"backbone\.layers\.(\d+)\.", k)] if m}
-    if not layer_ids:
+    C, in_ch, p, _ = shape("backbone.patch_embed.projection.weight", 4)
+    depth = layer_count(sd, r"backbone\.layers\.(\d+)\.", source)
+    if not depth:
         raise CheckpointError(f"{source}: no 'backbone.layers.*' keys")
-    n_pos = shape("backbone.pos_embed")[1]
+    n_pos = shape("backbone.pos_embed", 3)[1]
     grid = math.isqrt(n_pos)
     if grid * grid != n_pos:
         raise CheckpointError(f"{source}: backbone.pos_embed has {n_pos} positions, not a square grid")
-    found = dict(variant="vrwkv6" if b + "att.time_maa_x" in sd else "vrwkv", embed_dims=C, depth=max(layer_ids) + 1,
+    found = dict(variant="vrwkv6" if b + "att.time_maa_x" in sd else "vrwkv", embed_dims=C, depth=depth,
                  patch_size=p, in_channels=in_ch, img_size=grid * p, key_norm=b + "ffn.key_norm.weight" in sd,
-                 hidden_rate=shape(b + "ffn.key.weight")[0] // C)
+                 hidden_rate=shape(b + "ffn.key.weight", 2)[0] // C)
     if found["variant"] == "vrwkv6":
-        found.update(head_size=shape(b + "att.time_faaaa")[1], mix_lora=shape(b + "att.time_maa_w2")[1],
-                     decay_lora=shape(b + "att.time_decay_w1")[1])
+        found.update(head_size=shape(b + "att.time_faaaa", 2)[1], mix_lora=shape(b + "att.time_maa_w2", 3)[1],
+                     decay_lora=shape(b + "att.time_decay_w1", 2)[1])
     if "head.fc.weight" in sd:
-        found.update(num_classes=shape("head.fc.weight")[0], head_hidden=None)
+        found.update(num_classes=shape("head.fc.weight", 2)[0], head_hidden=None)
     elif "head.0.weight" in sd:
-        found.update(num_classes=shape("head.2.weight")[0], head_hidden=shape("head.0.weight")[0])
+        found.update(num_classes=shape("head.2.weight", 2)[0], head_hidden=shape("head.0.weight", 2)[0])
     else:
         found.update(num_classes=0, head_hidden=None)
 
@@ -111,5 +115,5 @@ def load_vision_rwkv(src: Union[PathLike, Mapping[str, Tensor]], arch: Union[str
     sd = fit_shapes(sd, {k: v.shape for k, v in model.state_dict().items()}, source)
     check_finite(sd, source)
     dtype = parse_dtype(dtype)
-    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in sd.items()}, strict=True, assign=True)
+    model.load_state_dict(cast_weights(sd, dtype, device, source), strict=True, assign=True)
     return model.eval()
