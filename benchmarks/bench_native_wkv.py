@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -156,12 +157,14 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     ops = load_native()
+    load_start = os.getloadavg()[0]              # the machine may be shared: say how busy it was
     op = op_rows(ops, [int(x) for x in args.lengths.split(",")], args.repeats)
     print(markdown_table(op, list(dict.fromkeys(k for r in op for k in r))))
     e2e = [] if args.no_end_to_end else end_to_end_rows(577, args.repeats)
     if e2e:
         print(markdown_table(e2e, list(e2e[0])))
-    result = {"machine": machine_info(bandwidth=False), "threads": args.threads, "heads": H, "head_size": N,
+    result = {"machine": machine_info(bandwidth=False), "load_average_1min": [load_start, os.getloadavg()[0]],
+              "threads": args.threads, "heads": H, "head_size": N,
               "layers": LAYERS, "op_alone_per_layer": op, "end_to_end": e2e,
               "targets": {"prefill_vs_chunked": 2.0, "decode_vs_step": 3.0},
               "targets_met": {"prefill_vs_chunked": all(r["speedup_vs_chunked"] >= 2 for r in op if "speedup_vs_chunked" in r),

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from vrwkv_edge.native.build import cache_root, csrc_dir
+from vrwkv_edge.native.build import SOURCE_DIRS, cache_root, csrc_dir
 
 CSRC = csrc_dir()
 CUDA_SOURCES = ("kernels/wkv6/wkv6_cuda.cu", "kernels/wkv7/wkv7_cuda.cu", "kernels/biwkv/biwkv_cuda.cu")
@@ -36,7 +36,8 @@ SCHEDULES = {"fibers-forward": 0, "fibers-reverse": 1, "fibers-shuffled": 2, "th
 
 def _key(sources: Sequence[str], flags: Sequence[str]) -> str:
     h = hashlib.sha256(repr(tuple(flags)).encode())
-    for f in sorted(p for p in CSRC.rglob("*") if p.suffix in (".h", ".cuh", ".cpp", ".cu")):
+    for f in sorted(p for d in (*SOURCE_DIRS, "tests") for p in (CSRC / d).rglob("*")
+                    if p.suffix in (".h", ".cuh", ".cpp", ".cu")):
         h.update(f.read_bytes())
     h.update(repr(tuple(sources)).encode())
     return h.hexdigest()[:16]
