@@ -167,7 +167,8 @@ def main(argv=None):
               "threads": args.threads, "heads": H, "head_size": N,
               "layers": LAYERS, "op_alone_per_layer": op, "end_to_end": e2e,
               "targets": {"prefill_vs_chunked": 2.0, "decode_vs_step": 3.0},
-              "targets_met": {"prefill_vs_chunked": all(r["speedup_vs_chunked"] >= 2 for r in op if "speedup_vs_chunked" in r),
+              "targets_met": {"prefill_vs_chunked": all(r["speedup_vs_chunked"] >= 2 for r in op
+                                                        if "speedup_vs_chunked" in r),
                               "decode_vs_step": all(r["speedup_vs_step"] >= 3 for r in op if "speedup_vs_step" in r)}}
     write_json(args.out, result)
     if plot(op, args.out.with_suffix(".png")):

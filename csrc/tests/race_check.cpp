@@ -44,10 +44,14 @@ int main(int argc, char** argv) {
     vrwkv::wkv7_forward_reference(p);
 
     double err = 0, scale = 0;
-    for (size_t i = 0; i < tok; ++i) err = std::fmax(err, std::fabs(y[i] - y_ref[i])), scale = std::fmax(scale, std::fabs(y_ref[i]));
+    for (size_t i = 0; i < tok; ++i) {
+        err = std::fmax(err, std::fabs(y[i] - y_ref[i]));
+        scale = std::fmax(scale, std::fabs(y_ref[i]));
+    }
     for (size_t i = 0; i < st; ++i) err = std::fmax(err, std::fabs(s1[i] - s1_ref[i]));
     const double rel = err / scale;
-    std::printf("mode %d seed %llu: max error %.3g relative to max |y| %.3g\n", mode, (unsigned long long)seed, rel, scale);
+    std::printf("mode %d seed %llu: max error %.3g relative to max |y| %.3g\n", mode, (unsigned long long)seed, rel,
+                scale);
     if (!(rel <= 1e-5)) {
         std::printf("MISMATCH\n");
         return 1;

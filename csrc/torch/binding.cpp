@@ -38,15 +38,16 @@ std::vector<Tensor> token_inputs(const char* op, std::vector<Tensor> xs, const T
     const auto dim = xs[0].dim();
     TORCH_CHECK(dim == 4 || dim == 3, op, ": token inputs must be [B, T, H, N] or [B, H, N], got ", xs[0].sizes());
     for (auto& x : xs) {
-        TORCH_CHECK(x.sizes() == xs[0].sizes(), op, ": token inputs differ in shape: ", x.sizes(), " vs ", xs[0].sizes());
+        TORCH_CHECK(x.sizes() == xs[0].sizes(), op, ": token inputs differ in shape: ", x.sizes(), " vs ",
+                    xs[0].sizes());
         TORCH_CHECK(x.scalar_type() == xs[0].scalar_type(), op, ": token inputs differ in dtype");
         TORCH_CHECK(x.device() == xs[0].device(), op, ": inputs on different devices");
         x = x.contiguous();
     }
     const auto B = xs[0].size(0), H = xs[0].size(-2), N = xs[0].size(-1);
     TORCH_CHECK(state.scalar_type() == at::kFloat && state.sizes() == at::IntArrayRef({B, H, N, N}), op,
-                ": state must be float32 [B, H, N, N] = [", B, ", ", H, ", ", N, ", ", N, "], got ", state.scalar_type(),
-                " ", state.sizes());
+                ": state must be float32 [B, H, N, N] = [", B, ", ", H, ", ", N, ", ", N, "], got ",
+                state.scalar_type(), " ", state.sizes());
     dtype_of(xs[0]);
     return xs;
 }
@@ -162,7 +163,8 @@ std::vector<Tensor> wkv7_backward(const Tensor& r, const Tensor& w_log, const Te
 }
 
 // Checks and fills the Bi-WKV params; keeps the contiguous / fp32 inputs alive in `keep`.
-BiWkvParams biwkv_params(const Tensor& w, const Tensor& u, const Tensor& k, const Tensor& v, std::vector<Tensor>& keep) {
+BiWkvParams biwkv_params(const Tensor& w, const Tensor& u, const Tensor& k, const Tensor& v,
+                         std::vector<Tensor>& keep) {
     TORCH_CHECK(k.dim() == 3 && k.sizes() == v.sizes() && k.scalar_type() == v.scalar_type(),
                 "vrwkv::bi_wkv: k and v must be [B, T, C] of one dtype, got ", k.sizes(), " and ", v.sizes());
     const auto C = k.size(2);
@@ -172,7 +174,8 @@ BiWkvParams biwkv_params(const Tensor& w, const Tensor& u, const Tensor& k, cons
     BiWkvParams p;
     p.B = int(k.size(0)), p.T = int(k.size(1)), p.C = int(C), p.dtype = dtype_of(k);
     p.stride_b = keep[2].stride(0), p.stride_t = keep[2].stride(1);
-    p.w = keep[0].data_ptr<float>(), p.u = keep[1].data_ptr<float>(), p.k = keep[2].data_ptr(), p.v = keep[3].data_ptr();
+    p.w = keep[0].data_ptr<float>(), p.u = keep[1].data_ptr<float>();
+    p.k = keep[2].data_ptr(), p.v = keep[3].data_ptr();
     return p;
 }
 
@@ -196,7 +199,8 @@ std::vector<Tensor> bi_wkv_backward(const Tensor& w, const Tensor& u, const Tens
     Tensor dw = f32(k, {int64_t(p.B), int64_t(p.C)}), du = f32(k, {int64_t(p.B), int64_t(p.C)});
     p.dy = dyc.data_ptr<float>(), p.dk = dk.data_ptr<float>(), p.dv = dv.data_ptr<float>();
     p.dw = dw.data_ptr<float>(), p.du = du.data_ptr<float>(), p.workspace = ws.data_ptr<float>();
-    run(k, p, [](auto& q, auto& pf) { biwkv_backward_cpu(q, pf); }, [](auto& q, auto st) { biwkv_backward_cuda(q, st); });
+    run(k, p, [](auto& q, auto& pf) { biwkv_backward_cpu(q, pf); },
+        [](auto& q, auto st) { biwkv_backward_cuda(q, st); });
     return {dw.sum(0), du.sum(0), dk, dv};
 }
 

@@ -140,7 +140,8 @@ class Capi:
     def bi_wkv(self, backend, w, u, k, v):
         y = torch.empty(k.shape)
         dims = [*k.shape, DTYPE_CODES[k.dtype]]
-        self.run(f"biwkv_forward_{backend}", dims, w_log=w.float().contiguous(), u=u.float().contiguous(), k=k, v=v, y=y,
+        self.run(f"biwkv_forward_{backend}", dims, w_log=w.float().contiguous(), u=u.float().contiguous(), k=k, v=v,
+                 y=y,
                  workspace=self._workspace("biwkv", k.shape))
         return y
 

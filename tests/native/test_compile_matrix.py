@@ -13,8 +13,8 @@ import pytest
 from vrwkv_edge.native.build import CUDA_ARCHS, CUDA_SOURCES, csrc_dir
 
 NVCC = shutil.which("nvcc")
-ENTRY = re.compile(r"'(\w+)' for '(sm_\d+)'.*?(\d+) bytes spill stores.*?Used (\d+) registers(?:[^\n]*?(\d+) bytes smem)?",
-                   re.S)
+ENTRY = re.compile(r"'(\w+)' for '(sm_\d+)'.*?(\d+) bytes spill stores.*?Used (\d+) registers"
+                   r"(?:[^\n]*?(\d+) bytes smem)?", re.S)
 
 
 def resource_usage(ptxas_output: str) -> list[tuple[str, str, int, int, int]]:

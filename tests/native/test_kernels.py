@@ -81,7 +81,8 @@ def wkv7_lowp(r, w_log, k, v, a, b, state, dtype):
     ys = []
     for t in range(r.shape[1]):
         sa = torch.einsum("bhk,bhkv->bhv", a[:, t], S)
-        S = w[:, t].unsqueeze(-1) * S + b[:, t].unsqueeze(-1) * sa.unsqueeze(-2) + k[:, t].unsqueeze(-1) * v[:, t].unsqueeze(-2)
+        S = (w[:, t].unsqueeze(-1) * S + b[:, t].unsqueeze(-1) * sa.unsqueeze(-2)
+             + k[:, t].unsqueeze(-1) * v[:, t].unsqueeze(-2))
         ys.append(torch.einsum("bhk,bhkv->bhv", r[:, t], S))
     return torch.stack(ys, 1), S
 
@@ -187,5 +188,6 @@ def test_unsupported_head_sizes(capi):
             capi.wkv7(name, *xs)
     xs = wkv6_inputs(1, 3, 1, 128)
     dy = torch.zeros(1, 3, 1, 128)
-    with pytest.raises(ValueError, match=r"wkv6_backward_cuda: head size N = 128 is not supported \(N must be 8, 16, 32, 64; 128 in the forward"):
+    with pytest.raises(ValueError, match=r"wkv6_backward_cuda: head size N = 128 is not supported "
+                                         r"\(N must be 8, 16, 32, 64; 128 in the forward"):
         capi.wkv6_backward("cuda", *xs, dy, torch.zeros_like(xs[-1]))

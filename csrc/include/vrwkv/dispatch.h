@@ -77,7 +77,8 @@ decltype(auto) dispatch_head_size(int N, const char* op, F&& f) {
             break;
     }
     throw std::invalid_argument(std::string(op) + ": head size N = " + std::to_string(N) +
-                                " is not supported (N must be 8, 16, 32, 64" + (MaxN >= 128 ? " or 128)" : "; 128 in the forward kernels only)"));
+                                " is not supported (N must be 8, 16, 32, 64" +
+                                (MaxN >= 128 ? " or 128)" : "; 128 in the forward kernels only)"));
 }
 
 }  // namespace vrwkv

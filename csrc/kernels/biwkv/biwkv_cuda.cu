@@ -1,6 +1,7 @@
-// Vision-RWKV (v1) Bi-WKV forward and backward on the GPU: the paper formula (distance |t-i|-1, no epsilon), exact for any
-// finite input through log-anchored sums (biwkv_math.h).  One thread per (batch, channel); two sequential scans:
-// the suffix sums go to the workspace, then the prefix scan combines them with the current token.
+// Vision-RWKV (v1) Bi-WKV forward and backward on the GPU: the paper formula (distance |t-i|-1, no epsilon), exact
+// for any finite input through log-anchored sums (biwkv_math.h).  One thread per (batch, channel).  Forward: two
+// sequential scans, the suffix sums to the workspace, then the prefix scan adding them and the current token.
+// Backward: biwkv_backward_channel, the routine the CPU kernel runs too.
 #include "vrwkv/biwkv_math.h"
 #include "vrwkv/cuda_compat.h"
 #include "vrwkv/kernels.h"
