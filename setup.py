@@ -22,6 +22,11 @@ for sub in ("export", "training"):
     package_dir[f"vrwkv_edge.{sub}"] = sub
     packages.append(f"vrwkv_edge.{sub}")
     packages += [f"vrwkv_edge.{sub}.{p}" for p in find_packages(where=sub)]
+# The kernel sources travel in the wheel, so `vrwkv-edge build-native` works after a normal install too.
+package_dir["vrwkv_edge.native.csrc"] = "csrc"
+packages.append("vrwkv_edge.native.csrc")
+NATIVE_SOURCES = ["CMakeLists.txt", "README.md", "include/vrwkv/*.h", "kernels/*.h", "kernels/*.cuh", "kernels/*.cpp",
+                  "kernels/*/*.cpp", "kernels/*/*.cu", "cuda_on_cpu/*.h", "torch/*.cpp", "tests/*.cpp"]
 
 PACKAGE_DATA = ["data/*.txt", "data/*.safetensors", "data/*.json", "data/LICENSE*"]
 
@@ -34,8 +39,13 @@ EXTRAS = {
     # transformers supplies the CLIP tower of VisualRWKV v6.
     "vision": ["transformers>=4.40"],
     "bench": ["matplotlib>=3.7", "psutil>=5.9"],
+    # Triton Inference Server: its model-configuration schema (model_config_pb2) and client.  tritonclient pins
+    # ml-dtypes<=0.5.4, which onnx accepts.  triton-chat --protocol http also needs tritonclient[http].
+    "serving": ["tritonclient[grpc]>=2.40"],
     # setuptools: tests/test_layout.py builds the wheel without build isolation.
-    "test": ["pytest>=7", "rwkv==0.8.32", "safetensors>=0.4", "setuptools>=70.1"],
+    # ninja: tests/native builds the C++ kernels; jsonschema: the reference validator the metadata schema is checked
+    # against.
+    "test": ["pytest>=7", "rwkv==0.8.32", "safetensors>=0.4", "setuptools>=70.1", "ninja", "jsonschema>=4.18"],
 }
 
 setup(
@@ -49,7 +59,7 @@ setup(
     packages=packages,
     package_dir=package_dir,
     # Every data file the package reads at run time; tests/test_packaging.py builds the wheel and checks them.
-    package_data={"vrwkv_edge": PACKAGE_DATA},
+    package_data={"vrwkv_edge": PACKAGE_DATA, "vrwkv_edge.native.csrc": NATIVE_SOURCES},
     include_package_data=True,
     install_requires=["torch>=2.4", "numpy>=1.24", "pillow>=10", "safetensors>=0.4", "tqdm>=4.60"],
     extras_require=EXTRAS,

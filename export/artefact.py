@@ -52,18 +52,20 @@ from vrwkv_edge.runtime.artefact import (DEFAULT_CHUNK, DEFAULT_OPSET, FORMAT, F
                                          VISUAL_GRAPH_KINDS, embedded_metadata, graph_io, sha256_file,
                                          state_input_names, state_output_names, state_shapes)
 from vrwkv_edge.state import STATE_FIELDS
+from vrwkv_edge.tokenizer import tokenizer_for_vocab
 from vrwkv_edge.visualrwkv.model import VisualRWKV
 
 from .graphs import ImageScan, assemble_graph, prepare_model
 from .opset import set_lowest_ir_version
 from .visual import export_vision_graph, visual_metadata
 
-DEFAULT_TOKENIZER = Path(vrwkv_edge.__file__).parent / "data" / "rwkv_vocab_v20230424.txt"
-DEFAULT_PROMPT_TEMPLATE = "rwkv-world-chat"          # "User: {prompt}\n\nAssistant:"
+# The prompt template a runtime should use, by tokenizer: the World chat format ("User: {prompt}\n\nAssistant:")
+# for World-vocabulary models, plain text for byte-level ones (test and demo models, not chat-tuned).
+PROMPT_TEMPLATES = {"world": "rwkv-world-chat", "bytes": "raw"}
 # Above this many bytes of initializers a graph is saved with external data (protobuf's hard limit is 2 GiB).
 EXTERNAL_DATA_THRESHOLD = int(1.8 * 2 ** 30)
 def build_metadata(cfg: RWKVConfig, *, dtype: str, quantize: Optional[str], opset: int, chunk_size: int,
-                   graphs: Sequence[str], tokenizer: str, prompt_template: str,
+                   graphs: Sequence[str], tokenizer: dict, prompt_template: str,
                    source: dict, parameters: int, visual: Optional[dict] = None) -> dict:
     graph_entries = {}
     for kind in graphs:
@@ -238,7 +240,7 @@ def _resolve_model(model_or_ckpt) -> tuple:
 
 def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize: Optional[str] = None, *,
                  embeds: bool = True, opset: int = DEFAULT_OPSET, chunk_size: int = DEFAULT_CHUNK,
-                 tokenizer: Optional[PathLike] = None, prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+                 tokenizer: Optional[PathLike] = None, prompt_template: Optional[str] = None,
                  overwrite: bool = False, progress: bool = True, method: str = "blocks") -> Path:
     """Exports an RWKV-6/7 language model or a VisualRWKV (a model object or a checkpoint path) to the
     directory ``out_dir``.  A VisualRWKV adds the ``vision`` and ``image_prefill`` graphs (see :mod:`.visual`).
@@ -247,6 +249,9 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
     quantize: ``None`` or ``"int8"`` (dynamic int8 MatMul weights for the CPU; needs ``dtype="fp32"``).
     embeds: also write ``decode_embeds.onnx`` / ``prefill_embeds.onnx`` (inputs_embeds entry points).
     overwrite: replace an existing ``out_dir`` (the old one is only removed once the new one is complete).
+    tokenizer: ``None``/``"auto"`` (bytes for a 256-row byte-level model, else World), ``"world"``, ``"bytes"``
+    or a vocabulary file; recorded in the metadata as what the model really uses (the file is shipped).
+    prompt_template: recorded for runtimes; default ``rwkv-world-chat`` (World) or ``raw`` (bytes).
     Returns the directory path.  See the module docstring for the layout and the metadata.
     """
 
@@ -264,12 +269,10 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
     out = Path(out_dir).absolute()
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    tok_src = Path(tokenizer) if tokenizer is not None else DEFAULT_TOKENIZER
-    if not tok_src.is_file():
-        raise FileNotFoundError(f"tokenizer vocabulary not found: {tok_src}")
-
     model, source = _resolve_model(model_or_ckpt)
     cfg = model.cfg
+    _, tok_src = tokenizer_for_vocab(str(tokenizer or "auto"), cfg.vocab_size)
+    tok_meta = {"kind": "bytes" if tok_src is None else "world", "file": None if tok_src is None else tok_src.name}
     visual_model = model if hasattr(model, "vcfg") else None
     visual = None
     graphs = ["decode", "prefill"] + (["decode_embeds", "prefill_embeds"] if embeds else [])
@@ -277,7 +280,7 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
         visual = visual_metadata(visual_model)
         graphs += list(VISUAL_GRAPH_KINDS)
     meta = build_metadata(cfg, dtype=dtype, quantize=quantize, opset=opset, chunk_size=chunk_size, graphs=graphs,
-                          tokenizer=tok_src.name, prompt_template=prompt_template,
+                          tokenizer=tok_meta, prompt_template=prompt_template or PROMPT_TEMPLATES[tok_meta["kind"]],
                           source=source, parameters=model.num_parameters(), visual=visual)
     meta_json = json.dumps(embedded_metadata(meta), sort_keys=True)
 
@@ -315,8 +318,9 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
                 del proto, inits
             _check_onnx(path)
         bar.set_postfix_str("tokenizer + metadata")
-        shutil.copyfile(tok_src, tmp / tok_src.name)
-        files.append(tok_src.name)
+        if tok_src is not None:
+            shutil.copyfile(tok_src, tmp / tok_src.name)
+            files.append(tok_src.name)
         meta = copy.deepcopy(meta)
         meta["files"] = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
                          for name in sorted(files)}

@@ -29,7 +29,7 @@ from vrwkv_edge.loading import load_model
 from vrwkv_edge.models import build_model
 from vrwkv_edge.vision_rwkv.loading import official_state_dict
 
-from .artefact import DEFAULT_PROMPT_TEMPLATE, export_model
+from .artefact import PROMPT_TEMPLATES, export_model
 from .graphs import DEFAULT_CHUNK, DEFAULT_OPSET, SUPPORTED_OPSETS
 from .validation import validate
 from .visual import export_vision_rwkv
@@ -86,7 +86,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         model = _load(args.model)
         out = export_model(model, args.out, dtype=args.dtype, quantize=args.quantize, embeds=not args.no_embeds,
                            opset=args.opset, chunk_size=args.chunk_size, overwrite=args.overwrite,
-                           prompt_template=args.prompt_template, progress=not args.quiet)
+                           tokenizer=args.tokenizer, prompt_template=args.prompt_template, progress=not args.quiet)
     except _errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -142,7 +142,11 @@ def add_export_cli(subparsers) -> None:
     p.add_argument("--no-embeds", action="store_true", help="skip the inputs_embeds graphs")
     p.add_argument("--opset", type=int, choices=SUPPORTED_OPSETS, default=DEFAULT_OPSET)
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="prefill WKV chunk (default 16)")
-    p.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE)
+    p.add_argument("--tokenizer", default="auto", help="auto | world | bytes | PATH to a vocabulary file (auto: "
+                   "bytes for a 256-row byte-level model, else the bundled World vocabulary)")
+    p.add_argument("--prompt-template", default=None,
+                   help=f"recorded for runtimes (default: {PROMPT_TEMPLATES['world']} for World, "
+                        f"{PROMPT_TEMPLATES['bytes']} for bytes)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("Vision-RWKV checkpoints (exported as one ONNX file)")

@@ -38,7 +38,7 @@ def assert_close(name, ref, out, atol):
 
 # Optional extras (setup.py) and the modules that make them; a test that needs one is marked with its name.
 EXTRA_MODULES = {"export": ("onnx", "onnxscript", "onnxruntime"), "vision": ("transformers",),
-                 "bench": ("matplotlib", "psutil"), "reference": ("rwkv",)}
+                 "bench": ("matplotlib", "psutil"), "reference": ("rwkv",), "serving": ("tritonclient",)}
 
 
 def missing_extra(extra: str) -> Optional[str]:

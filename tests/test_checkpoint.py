@@ -2,11 +2,9 @@
 import pytest
 import torch
 
+from tests.helpers import TINY_MODELS, random_model
 from vrwkv_edge import load_model
 from vrwkv_edge.checkpoint import CheckpointError, read_state_dict, save_checkpoint
-
-from tests.helpers import TINY_MODELS
-from tests.helpers import random_model
 
 
 @pytest.fixture(scope="module")

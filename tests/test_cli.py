@@ -5,11 +5,9 @@ import sys
 
 import pytest
 
+from tests.helpers import TINY_MODELS, random_model
 from vrwkv_edge.checkpoint import save_checkpoint
 from vrwkv_edge.cli import main
-
-from tests.helpers import TINY_MODELS
-from tests.helpers import random_model
 
 
 def test_demo_runs_from_a_fresh_process():

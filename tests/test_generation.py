@@ -2,9 +2,8 @@
 import pytest
 import torch
 
-from vrwkv_edge.generation import Sampler, SamplingParams, TextStreamer, generate, generate_stream
-
 from tests.helpers import random_model
+from vrwkv_edge.generation import Sampler, SamplingParams, TextStreamer, generate, generate_stream
 
 
 @pytest.fixture(scope="module")

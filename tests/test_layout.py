@@ -132,6 +132,9 @@ def test_wheel_holds_every_module_and_data_file(wheel):
     for path in (REPO / "vrwkv_edge" / "data").iterdir():
         assert f"vrwkv_edge/data/{path.name}" in names, f"data file {path.name} missing from {wheel.name}"
     assert not any(n.startswith(("tests/", "benchmarks/", "export/", "training/")) for n in names)
+    for source in ("torch/binding.cpp", "include/vrwkv/params.h", "kernels/wkv7/wkv7_cuda.cu", "CMakeLists.txt"):
+        assert f"vrwkv_edge/native/csrc/{source}" in names      # build-native works after a normal install
+    assert "vrwkv_edge/data/metadata.schema.json" in names
 
 
 @pytest.mark.slow

@@ -192,7 +192,7 @@ def exported(lm, tmp_path_factory):
 
 @pytest.mark.export
 @pytest.mark.parametrize("edit, match", [
-    (lambda m: m["model"].update(n_layer=10 ** 8), r"model.n_layer must be in \[1, 1,024\]"),
+    (lambda m: m["model"].update(n_layer=10 ** 8), r"model.n_layer: 100000000 is more than the maximum 1024"),
     (lambda m: "[" * 100000, "nested too deeply"),
 ])
 def test_hostile_metadata_fails_fast(exported, tmp_path, edit, match):
@@ -219,3 +219,18 @@ def test_a_graph_swapped_in_from_another_export_is_refused_on_load(exported, tmp
     with pytest.raises(ArtefactError, match="decode.onnx: SHA-256"):
         load_onnx_model(d)
     assert load_onnx_model(d, verify=False).cfg.n_layer == 1      # the documented opt-out
+
+
+@pytest.mark.export
+def test_cli_export_records_the_checkpoint_and_the_tokenizer_it_really_uses(lm_file, tmp_path, capsys):
+    from vrwkv_edge.checkpoint import checkpoint_source
+    out = tmp_path / "e"
+    assert main(["export", "--model", str(lm_file), "--out", str(out), "--no-embeds", "--quiet"]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["model"]["source"] == lm_file.name                    # not "in-memory model"
+    assert meta["model"]["source_sha256"] == checkpoint_source(lm_file)["sha256"]
+    assert meta["tokenizer"] == {"kind": "bytes", "file": None} and meta["prompt_template"] == "raw"
+    assert not (out / "rwkv_vocab_v20230424.txt").exists()             # no World vocabulary for a byte model
+    capsys.readouterr()
+    assert main(["validate", str(out), "--model", str(lm_file), "--prompt-ids", "1,999"]) == 2
+    assert "token id 999 is outside the vocabulary" in capsys.readouterr().err

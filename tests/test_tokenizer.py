@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TESTDATA, require_extra  # noqa: E402
 from vrwkv_edge import tokenizer as tokmod
 from vrwkv_edge.tokenizer import DOUBLE_NEWLINE, END_OF_TEXT, WorldTokenizer, load_tokenizer
 
-from tests.helpers import TESTDATA, require_extra  # noqa: E402
 VECTORS_PATH = TESTDATA / "world-tokenizer" / "world_tokenizer_vectors.json"
 
 
@@ -46,8 +46,8 @@ def tok() -> WorldTokenizer:
 @pytest.fixture(scope="module")
 def ref():
     require_extra("reference")
-    import rwkv.rwkv_tokenizer as mod
     import rwkv
+    import rwkv.rwkv_tokenizer as mod
 
     # Its trie is ~116k objects holding 256-slot lists: every full collection would walk all of them (~0.5 s),
     # so build it with the collector off and keep it out of collections while this module's tests run.
@@ -392,6 +392,7 @@ def test_vocab_not_utf8(tmp_path):
 def test_custom_vocab_matches_reference(tmp_path):
     require_extra("reference")
     import rwkv.rwkv_tokenizer as mod
+
     # Not prefix-closed on purpose: "abcd" without "abc", long token behind short ones, bytes literals.
     extra = [
         "257 'ab' 2",

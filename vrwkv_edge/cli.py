@@ -26,6 +26,7 @@ from .cli_support import add_sampling_args, run_command, sampling_from_args, tex
 from .export.cli import add_export_cli
 from .generation import SamplingParams, TextStreamer, generate_stream
 from .loading import load_model
+from .native.build import add_build_native_cli
 from .serving.cli import add_serving_cli
 from .vision_rwkv.cli import add_classify_cli
 from .visualrwkv.cli import add_visual_cli
@@ -34,7 +35,7 @@ DATA = Path(__file__).resolve().parent / "data"
 DEMO_MODEL = DATA / "tiny-rwkv7-834K.safetensors"
 DEMO_PROMPT = "The"
 # Sub-commands that live with the parts they belong to register themselves on the parser.
-SUBCOMMANDS = (add_visual_cli, add_classify_cli, add_export_cli, add_bench_cli, add_serving_cli)
+SUBCOMMANDS = (add_visual_cli, add_classify_cli, add_export_cli, add_bench_cli, add_serving_cli, add_build_native_cli)
 
 
 def run_generation(model, tok, prompt: str, params: SamplingParams, out=None) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .generation import SamplingParams
-from .tokenizer import ByteTokenizer, load_tokenizer
+from .tokenizer import tokenizer_for_vocab
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 # What bad input raises anywhere in the package (CheckpointError, ArtefactError, ImageLoadError are ValueErrors;
@@ -92,14 +92,5 @@ def sampling_from_args(args) -> SamplingParams:
 
 
 def tokenizer_for(model, name: str = "auto"):
-    """``world`` (65536-row models), ``bytes`` (256-row byte-level models such as the demo), or a vocab file."""
-    vocab = model.cfg.vocab_size
-    if name == "auto":
-        name = "bytes" if vocab == 256 else "world"
-    if name == "bytes":
-        return ByteTokenizer()
-    tok = load_tokenizer(None if name == "world" else name)
-    if vocab < len(tok):
-        raise ValueError(f"the tokenizer has {len(tok)} tokens but the model only {vocab} embedding rows; "
-                         f"pass --tokenizer bytes or a matching vocabulary file")
-    return tok
+    """``--tokenizer auto|world|bytes|FILE`` for ``model`` (see :func:`vrwkv_edge.tokenizer.tokenizer_for_vocab`)."""
+    return tokenizer_for_vocab(name, model.cfg.vocab_size)[0]

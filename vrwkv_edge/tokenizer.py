@@ -455,3 +455,25 @@ class ByteTokenizer:
 
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
         return self.decode_bytes(ids).decode("utf-8", errors=errors)
+
+
+def tokenizer_for_vocab(name: str, vocab_size: int):
+    """The tokenizer a model with ``vocab_size`` embedding rows uses: ``"auto"`` (bytes for 256-row byte-level
+    models such as the demo, else World), ``"world"`` (the bundled vocabulary), ``"bytes"``, or a vocabulary
+    file.  Returns ``(tokenizer, vocabulary path or None)``; refuses a tokenizer with more tokens than rows."""
+    if name == "auto":
+        if vocab_size != 256 and vocab_size < 65536:
+            raise ValueError(f"a model with {vocab_size} embedding rows is neither byte-level (256) nor World "
+                             f"(65536): name its tokenizer (world, bytes or a vocabulary file)")
+        name = "bytes" if vocab_size == 256 else "world"
+    if name == "bytes":
+        if vocab_size < 256:
+            raise ValueError(f"a byte-level tokenizer needs 256 embedding rows, the model has {vocab_size}")
+        return ByteTokenizer(), None
+    path = DEFAULT_VOCAB_PATH if name == "world" else Path(name)
+    tok = load_tokenizer(path)
+    if vocab_size < len(tok):
+        raise ValueError(f"the tokenizer {path.name} has {len(tok)} tokens but the model only {vocab_size} "
+                         f"embedding rows; use the byte tokenizer ('bytes') or a matching vocabulary file")
+    return tok, path
+

@@ -50,8 +50,8 @@ def test_broken_exports(export_copy, run_chat, tmp_path):
     _edit(d, lambda m: m.update(prompt_template="something-else"))   # valid, but not what the graphs carry
     _fails(chat(d), 2, "does not match the metadata embedded in", "prompt_template")
     (d / "metadata.json").write_text(meta)
-    _edit(d, lambda m: m.update(format_version=2))
-    _fails(chat(d), 2, "format_version 2 is newer")
+    _edit(d, lambda m: m.update(format_version=3))
+    _fails(chat(d), 2, "format_version 3 is newer")
     (d / "metadata.json").write_text(meta)
     _edit(d, lambda m: m["model"].update(n_layer=3))
     _fails(chat(d), 2, "state.inputs/state.outputs are not the io names of 3 layers")

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-
 from tests.helpers import TINY  # noqa: E402
-from vrwkv_edge.export import ArtefactError, export_model, load_onnx_model, read_metadata  # noqa: E402
+from vrwkv_edge.export import ArtefactError  # noqa: E402
 from vrwkv_edge.export import artefact as artefact_mod  # noqa: E402
+from vrwkv_edge.export import export_model, load_onnx_model, read_metadata
 from vrwkv_edge.export.cli import add_export_cli, main  # noqa: E402
 from vrwkv_edge.protocol import LanguageModel, VisionLanguageModel  # noqa: E402
 from vrwkv_edge.runtime.artefact import verify_hashes  # noqa: E402
@@ -50,7 +50,8 @@ def _write_meta(d: Path, meta: dict) -> None:
 def test_good_directory_loads_and_verifies(good_dir):
     meta = read_metadata(good_dir)
     assert sorted(meta["graphs"]) == ["decode", "prefill"]
-    assert set(meta["files"]) == {"decode.onnx", "prefill.onnx", "rwkv_vocab_v20230424.txt"}
+    assert set(meta["files"]) == {"decode.onnx", "prefill.onnx"}       # a byte-level model ships no vocabulary
+    assert meta["tokenizer"] == {"kind": "bytes", "file": None}
     verify_hashes(good_dir)
     om = load_onnx_model(good_dir, verify=True)
     assert om.cfg.n_layer == meta["model"]["n_layer"]
@@ -124,11 +125,11 @@ def test_invalid_json_metadata(copy_dir):
 
 
 @pytest.mark.parametrize("edit, pattern", [
-    (lambda m: m["model"].pop("n_layer"), r"key 'model.n_layer' is missing"),
-    (lambda m: m["model"].__setitem__("n_layer", "12"), r"model.n_layer' has str"),
+    (lambda m: m["model"].pop("n_layer"), r"model: missing key 'n_layer'"),
+    (lambda m: m["model"].__setitem__("n_layer", "12"), r"model.n_layer: must be integer, got str"),
     (lambda m: m.__setitem__("format", "something-else"), r"not a vrwkv_edge ONNX export"),
     (lambda m: m.__setitem__("format_version", 99), r"format_version 99 is newer"),
-    (lambda m: m.__setitem__("dtype", "int4"), r"dtype 'int4'"),
+    (lambda m: m.__setitem__("dtype", "int4"), r'dtype: must be one of \["fp32", "fp16"\], got "int4"'),
     (lambda m: m["model"].__setitem__("n_embd", 96), r"n_head|model sizes|do not match"),
     (lambda m: m["state"].__setitem__("inputs", m["state"]["inputs"][:-1]), r"state.inputs"),
     (lambda m: m["graphs"].pop("decode"), r"graphs.decode is missing"),
@@ -173,11 +174,11 @@ def test_graph_swapped_for_another(copy_dir):
 
 
 def test_corrupted_bytes_fail_the_hash_check(copy_dir):
-    p = copy_dir / "rwkv_vocab_v20230424.txt"
+    p = copy_dir / "decode.onnx"
     data = bytearray(p.read_bytes())
-    data[100] ^= 1                                                   # same size, one bit flipped
+    data[-100] ^= 1                                                  # same size, one bit flipped
     p.write_bytes(bytes(data))
-    with pytest.raises(ArtefactError, match="rwkv_vocab_v20230424.txt: SHA-256"):
+    with pytest.raises(ArtefactError, match="decode.onnx: SHA-256"):
         verify_hashes(copy_dir)
     with pytest.raises(ArtefactError, match="SHA-256"):
         load_onnx_model(copy_dir, verify=True)

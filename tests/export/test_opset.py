@@ -2,6 +2,8 @@
 full shape inference, uses no opset-18 signature, and computes what the opset-18 graph computes."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -30,6 +32,9 @@ def test_opset17_export_equals_opset18(tmp_path):
     """A VisualRWKV v7 export (RWKV-7 LM: ReduceL2 in the key normalisation; SAM/DINOv2/SigLIP: ReduceMean)."""
     model = tiny_v7(seed=31)
     d17 = export_model(model, tmp_path / "o17", opset=17, embeds=False, progress=False)
+    meta = json.loads((d17 / "metadata.json").read_text())         # a 65536-row model: the World vocabulary, shipped
+    assert meta["tokenizer"] == {"kind": "world", "file": "rwkv_vocab_v20230424.txt"}
+    assert (d17 / meta["tokenizer"]["file"]).is_file() and meta["prompt_template"] == "rwkv-world-chat"
     for f in sorted(d17.glob("*.onnx")):
         m = onnx.load(str(f))
         assert [o.version for o in m.opset_import if o.domain in ("", "ai.onnx")] == [17], f.name
@@ -62,7 +67,7 @@ def test_opset17_rwkv6_graphs_declare_ir8_and_hold_no_einsum(tmp_path):
     """TensorRT 8.6 (JetPack 6.0) parses no Einsum with an ellipsis or three operands, and the ONNX Runtime of
     older JetPack images refuses files newer than IR 8/9: the opset-17 export satisfies both readers."""
     from tests.helpers import random_model
-    model = random_model("x060", n_layer=2, n_embd=64, head_size=32, vocab_size=128, seed=3)
+    model = random_model("x060", n_layer=2, n_embd=64, head_size=32, vocab_size=256, seed=3)
     d = export_model(model, tmp_path / "v6", opset=17, embeds=False, progress=False)
     for f in sorted(d.glob("*.onnx")):
         m = onnx.load(str(f))

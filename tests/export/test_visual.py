@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-
 from vrwkv_edge.export import ArtefactError, OrtVisualModel, export_model, load_onnx_model  # noqa: E402
 from vrwkv_edge.export.visual import export_vision_rwkv  # noqa: E402
-from vrwkv_edge.vision_rwkv.backbone import build_vision_rwkv  # noqa: E402
 from vrwkv_edge.tokenizer import load_tokenizer  # noqa: E402
+from vrwkv_edge.vision_rwkv.backbone import build_vision_rwkv  # noqa: E402
 from vrwkv_edge.visualrwkv import ChatSession, answer, question_prompt  # noqa: E402
-from vrwkv_edge.visualrwkv.runtime import eval_params  # noqa: E402
 from vrwkv_edge.visualrwkv.builders import tiny_v6, tiny_v7, tiny_vrwkv  # noqa: E402
+from vrwkv_edge.visualrwkv.runtime import eval_params  # noqa: E402
 from vrwkv_edge.visualrwkv.towers import init_tower_random_  # noqa: E402
 
 pytestmark = [pytest.mark.usefixtures("quiet_torch"), pytest.mark.export, pytest.mark.vision]

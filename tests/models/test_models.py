@@ -3,11 +3,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import TINY_MODELS, assert_close, max_abs, random_model
 from vrwkv_edge import load_model
 from vrwkv_edge.state import State
-
-from tests.helpers import TINY_MODELS
-from tests.helpers import assert_close, max_abs, random_model
 
 PROMPT = [34, 105, 110]          # '"', 'i', 'n': the rwkv.cpp fixture prompt
 

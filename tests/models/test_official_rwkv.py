@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import assert_close, random_model
 from vrwkv_edge import load_model
 from vrwkv_edge.checkpoint import save_checkpoint
 from vrwkv_edge.state import State
-
-from tests.helpers import assert_close, random_model
 
 pytestmark = pytest.mark.reference
 

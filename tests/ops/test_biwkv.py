@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from vrwkv_edge.ops.biwkv import (MATMUL_MAX_SPREAD, MATMUL_MAX_U, MATMUL_MAX_WT, _matmul_is_exact, bi_wkv,
-                                  bi_wkv6, bi_wkv6_ref, bi_wkv_official, bi_wkv_official_ref, bi_wkv_ref)
+from vrwkv_edge.ops.biwkv import (MATMUL_MAX_SPREAD, MATMUL_MAX_U, MATMUL_MAX_WT, _matmul_is_exact, bi_wkv, bi_wkv6,
+                                  bi_wkv6_ref, bi_wkv_official, bi_wkv_official_ref, bi_wkv_ref)
 from vrwkv_edge.ops.wkv6 import wkv6_ref
 
 LENGTHS = [1, 31, 33, 577, 1024]

@@ -2,10 +2,9 @@
 import pytest
 import torch
 
+from tests.helpers import assert_close
 from vrwkv_edge.ops.wkv6 import wkv6_chunked, wkv6_ref
 from vrwkv_edge.ops.wkv7 import MAX_ABS_LOG_DECAY, unit_lower_inverse, wkv7_chunked, wkv7_ref
-
-from tests.helpers import assert_close
 
 SHAPES = [(1, 1, 1, 8), (2, 15, 3, 8), (1, 16, 2, 64), (2, 33, 2, 32), (1, 130, 1, 64)]
 

@@ -14,6 +14,6 @@ def serving_model():
 def serving_export(serving_model, tmp_path_factory):
     """The export directory of ``serving_model`` (fp32, opset 18, no embeds graphs)."""
     pytest.importorskip("onnxruntime")
-    from vrwkv_edge.export import export_model        # needs onnx: only tests marked 'export' use this fixture
+    from vrwkv_edge.export import export_model  # needs onnx: only tests marked 'export' use this fixture
 
     return export_model(serving_model, tmp_path_factory.mktemp("export") / "rwkv7", embeds=False, progress=False)

@@ -88,7 +88,7 @@ def test_torch_continuous_batching_equals_solo_runs(serving_model, max_batch, pr
 
 @pytest.mark.export
 def test_ort_continuous_batching_equals_solo_runs(serving_export):
-    from vrwkv_edge.runtime.ort import OrtModel          # needs onnxruntime (export extra)
+    from vrwkv_edge.runtime.ort import OrtModel  # needs onnxruntime (export extra)
 
     ort_model = OrtModel(serving_export, threads=1, spinning=False)
     seqs = _workload(2, 9, ort_model.cfg.vocab_size)

@@ -4,8 +4,7 @@ import pytest
 
 from vrwkv_edge.bench.suites import run_bench
 from vrwkv_edge.config import preset
-from vrwkv_edge.serving.streams import (kv_cache_bytes_per_stream, measure_streams, memory_rows,
-                                        state_bytes_per_stream)
+from vrwkv_edge.serving.streams import kv_cache_bytes_per_stream, measure_streams, memory_rows, state_bytes_per_stream
 from vrwkv_edge.state import State
 
 pytestmark = pytest.mark.usefixtures("quiet_torch")

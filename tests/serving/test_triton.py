@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import assert_close
+from tests.helpers import assert_close, require_extra
 from vrwkv_edge.cli import main
 from vrwkv_edge.generation import SamplingParams, generate
 from vrwkv_edge.runtime.artefact import state_input_names, state_output_names
@@ -16,10 +16,10 @@ from vrwkv_edge.serving.triton import (RepositoryError, ServingOptions, check_re
                                        write_triton_repository)
 from vrwkv_edge.tokenizer import ByteTokenizer
 
-pytestmark = [pytest.mark.usefixtures("quiet_torch"), pytest.mark.export]
-pytest.importorskip("tritonclient")   # the 'serving' marker once registered; tritonclient ships Triton's schema
-from google.protobuf import text_format                        # noqa: E402  (protobuf comes with tritonclient)
-from tritonclient.grpc import model_config_pb2                 # noqa: E402
+pytestmark = [pytest.mark.usefixtures("quiet_torch"), pytest.mark.export, pytest.mark.serving]
+require_extra("serving")              # tritonclient ships Triton's model-configuration schema
+from google.protobuf import text_format  # noqa: E402  (protobuf comes with tritonclient)
+from tritonclient.grpc import model_config_pb2  # noqa: E402
 
 OPTIONS = ServingOptions(max_batch_size=8, preferred_batch_size=(4, 8), max_candidate_sequences=16)
 
@@ -32,7 +32,7 @@ def repo(serving_export, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ort_model(serving_export):
-    from vrwkv_edge.runtime.ort import OrtModel          # needs onnxruntime (export extra)
+    from vrwkv_edge.runtime.ort import OrtModel  # needs onnxruntime (export extra)
 
     return OrtModel(serving_export, threads=1, spinning=False)
 
@@ -118,7 +118,7 @@ def _drive(emulator, sequences, rng, max_rows, slots=None):
             token = prompt[k] if k < len(prompt) else generated[i][k - len(prompt)]
             last = k == len(prompt) + n_new - 1
             reqs.append((i, token, k == 0, last))
-        from vrwkv_edge.serving.emulator import SequenceRequest    # the module under test needs onnxruntime
+        from vrwkv_edge.serving.emulator import SequenceRequest  # the module under test needs onnxruntime
         outs = emulator.infer([SequenceRequest(1000 + i, {"input_ids": np.array([t])}, s, e) for i, t, s, e in reqs],
                               slots=None if slots is None else max(slots, len(reqs)))
         for (i, _, _, last), out in zip(reqs, outs):
@@ -134,7 +134,7 @@ def _drive(emulator, sequences, rng, max_rows, slots=None):
 
 @pytest.mark.parametrize("fresh_state,slots", [("config", None), ("nan", 8)])
 def test_serving_graph_under_the_sequence_batcher_equals_plain_runtime(repo, ort_model, fresh_state, slots):
-    from vrwkv_edge.serving.emulator import SequenceBatcherEmulator      # needs onnxruntime
+    from vrwkv_edge.serving.emulator import SequenceBatcherEmulator  # needs onnxruntime
 
     emulator = SequenceBatcherEmulator(repo / "rwkv", fresh_state=fresh_state)
     rng = random.Random(3)

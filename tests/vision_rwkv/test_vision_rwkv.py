@@ -11,13 +11,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vrwkv_edge.checkpoint import CheckpointError
-from vrwkv_edge.vision_rwkv import classify, load_vision_rwkv, read_labels
-from vrwkv_edge.vision_rwkv import backbone
+from vrwkv_edge.vision_rwkv import backbone, classify, load_vision_rwkv, read_labels
 from vrwkv_edge.vision_rwkv.backbone import (VRWKV_PRESETS, PatchEmbed, VRWKVConfig, build_vision_rwkv, get_config,
-                                           q_shift, resize_pos_embed)
+                                             q_shift, resize_pos_embed)
 from vrwkv_edge.vision_rwkv.cli import main as cli_main
 from vrwkv_edge.vision_rwkv.image import (IMAGENET_MEAN_255, IMAGENET_STD_255, ImageLoadError, load_image,
-                                     preprocess_classification)
+                                          preprocess_classification)
 from vrwkv_edge.visualrwkv.towers import VRWKVTower, vrwkv_tower_config
 
 # Doc section 8: totals including the 1000-class head, to 0.01M, and the README's 0.1M figures.

@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from vrwkv_edge.protocol import LanguageModel, VisionLanguageModel
-
-from vrwkv_edge.loading import load_model
+from tests.helpers import IMAGES  # noqa: E402
 from vrwkv_edge.checkpoint import CheckpointError, read_state_dict, save_checkpoint
+from vrwkv_edge.loading import load_model
 from vrwkv_edge.models import RWKVModel
+from vrwkv_edge.protocol import LanguageModel, VisionLanguageModel
 from vrwkv_edge.visualrwkv import VISUAL_CONFIG_KEY, VisualConfig, VisualRWKV, load_visual_model, save_visual_checkpoint
-from vrwkv_edge.visualrwkv.loading import (expected_visual_shapes, split_partner, visual_config_from_state_dict,
-                                       visual_key_problems)
 from vrwkv_edge.visualrwkv.builders import tiny_v6, tiny_v7
+from vrwkv_edge.visualrwkv.loading import (expected_visual_shapes, split_partner, visual_config_from_state_dict,
+                                           visual_key_problems)
 from vrwkv_edge.visualrwkv.towers import CLIP_CONFIGS, build_clip
 
-from tests.helpers import IMAGES  # noqa: E402
 IMG = str(IMAGES / "coffee.png")
 PROMPT = [[24281, 59, 33], IMG, [11, 24326, 4600, 261, 5585, 41693, 59]]
 

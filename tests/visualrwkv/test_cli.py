@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import IMAGES  # noqa: E402
 from vrwkv_edge.tokenizer import load_tokenizer
 from vrwkv_edge.visualrwkv import ImageStateCache, question_prompt, save_visual_checkpoint
+from vrwkv_edge.visualrwkv.builders import tiny_v6, tiny_v7
 from vrwkv_edge.visualrwkv.cli import main as visual_main
 from vrwkv_edge.visualrwkv.runtime import ChatSession, answer, chat_params, decode_answer
-from vrwkv_edge.visualrwkv.builders import tiny_v6, tiny_v7
-
-from tests.helpers import IMAGES  # noqa: E402
-
 
 pytestmark = [pytest.mark.usefixtures("quiet_torch"), pytest.mark.vision]
 

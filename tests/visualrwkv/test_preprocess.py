@@ -23,12 +23,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vrwkv_edge.vision_rwkv.image import ImageLoadError
-from vrwkv_edge.visualrwkv.preprocess import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, SIGLIP_MEAN,
-                                          SIGLIP_STD, clip_transform, dino_transform, image_hash,
-                                          load_rgb, sam_transform, siglip_transform)
-
 from tests.helpers import IMAGES  # noqa: E402
+from vrwkv_edge.vision_rwkv.image import ImageLoadError
+from vrwkv_edge.visualrwkv.preprocess import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, SIGLIP_MEAN, SIGLIP_STD,
+                                              clip_transform, dino_transform, image_hash, load_rgb, sam_transform,
+                                              siglip_transform)
 
 pytestmark = pytest.mark.vision
 PHOTOS = sorted(IMAGES.glob("*"))

@@ -11,7 +11,7 @@ import pytest
 
 from vrwkv_edge.tokenizer import load_tokenizer
 from vrwkv_edge.visualrwkv.prompts import (ImageSlot, collapse_blank_lines, conversation_prompt, followup_ids,
-                                       process_v6, question_prompt, training_ids)
+                                           process_v6, question_prompt, training_ids)
 
 USER = [24281, 59, 33]                 # "User: "          (spec)
 USER_NO_SPACE = [24281, 59]            # "User:" then a word with its leading space

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from vrwkv_edge.generation import Sampler, SamplingParams
-from vrwkv_edge.visualrwkv.scan import (ImageSpan, _apply_training_permutation, patch_order, scan_prefill,
-                                    training_style_forward)
-from vrwkv_edge.visualrwkv.builders import tiny_v6, tiny_v7
-
 from tests.helpers import IMAGES  # noqa: E402
+from vrwkv_edge.generation import Sampler, SamplingParams
+from vrwkv_edge.visualrwkv.builders import tiny_v6, tiny_v7
+from vrwkv_edge.visualrwkv.scan import (ImageSpan, _apply_training_permutation, patch_order, scan_prefill,
+                                        training_style_forward)
+
 IMG = str(IMAGES / "chelsea.png")
 TOL = 1e-4
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from vrwkv_edge.loading import load_model
 from vrwkv_edge.checkpoint import CheckpointError, read_state_dict, save_checkpoint
+from vrwkv_edge.loading import load_model
 from vrwkv_edge.vision_rwkv.backbone import build_vision_rwkv
 from vrwkv_edge.visualrwkv import VisualConfig, VisualRWKV, load_visual_model, save_visual_checkpoint
-from vrwkv_edge.visualrwkv.loading import assemble_vrwkv_visual_model, build_random_visual_model
 from vrwkv_edge.visualrwkv.builders import TINY_X060, TINY_X070, tiny_vrwkv
+from vrwkv_edge.visualrwkv.loading import assemble_vrwkv_visual_model, build_random_visual_model
 from vrwkv_edge.visualrwkv.towers import adaptive_pool, init_tower_random_, vrwkv_tower_config
 
 pytestmark = pytest.mark.usefixtures("quiet_torch")

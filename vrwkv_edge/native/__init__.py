@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import build
+import torch
+
+from ..ops.dispatch import WkvImpl, register_wkv_impl
+from . import build, ops
 
 BUILD_HINT = "run `vrwkv-edge build-native` (or `python -m vrwkv_edge.native`) to build them"
 
@@ -23,11 +26,9 @@ def _load() -> Optional[str]:
         return f"the native WKV kernels cannot be built here: {e}"
     if not path.is_file():
         return f"the native WKV kernels are not built (no {path}); {BUILD_HINT}"
-    import torch
-    if not hasattr(torch.ops.vrwkv, "wkv7"):       # loaded once per process, even if this module is reloaded
+    if not hasattr(torch.ops.vrwkv, "wkv7"):       # loaded (and its ops registered) once per process
         torch.ops.load_library(str(path))
-    from ..ops.dispatch import WkvImpl, register_wkv_impl
-    from . import ops
+        ops.register()
     register_wkv_impl(WkvImpl("native", ops.wkv6_step, ops.wkv6_seq, ops.wkv7_step, ops.wkv7_seq,
                               bi_wkv=ops.bi_wkv, bi_wkv6=ops.bi_wkv6))
     return None

@@ -31,32 +31,26 @@ def _f32(t: Tensor) -> Tensor:
     return t.new_empty(t.shape, dtype=torch.float32)
 
 
-@torch.library.register_fake("vrwkv::wkv6")
 def _wkv6_fake(r, k, v, w_log, u, state):
     return _f32(r), _f32(state)
 
 
-@torch.library.register_fake("vrwkv::wkv7")
 def _wkv7_fake(r, w_log, k, v, a, b, state):
     return _f32(r), _f32(state)
 
 
-@torch.library.register_fake("vrwkv::wkv6_backward")
 def _wkv6_backward_fake(r, k, v, w_log, u, state, dy, dstate):
     return [_f32(x) for x in (r, k, v, w_log, u, state)]
 
 
-@torch.library.register_fake("vrwkv::wkv7_backward")
 def _wkv7_backward_fake(r, w_log, k, v, a, b, state, dy, dstate):
     return [_f32(x) for x in (r, w_log, k, v, a, b, state)]
 
 
-@torch.library.register_fake("vrwkv::bi_wkv")
 def _bi_wkv_fake(w, u, k, v):
     return _f32(k)
 
 
-@torch.library.register_fake("vrwkv::bi_wkv_backward")
 def _bi_wkv_backward_fake(w, u, k, v, dy):
     return [_f32(x) for x in (w, u, k, v)]
 
@@ -70,9 +64,19 @@ def _bi_wkv_backward(ctx, dy):
     return tuple(g.to(x.dtype) for g, x in zip(grads, ctx.saved_tensors))
 
 
-# Bi-WKV runs once per layer and image, so its autograd lives here in Python; the WKV-6/7 autograd, on the
-# per-token decode path, is registered in C++ (csrc/torch/binding.cpp).
-torch.library.register_autograd("vrwkv::bi_wkv", _bi_wkv_backward, setup_context=_bi_wkv_setup)
+def register() -> None:
+    """Gives the loaded ``torch.ops.vrwkv`` ops their fake (meta) kernels and the Bi-WKV its autograd; called
+    once, after the library is loaded (the ops must exist before anything can be registered on them)."""
+    for op, fake in FAKES.items():
+        torch.library.register_fake(op)(fake)
+    # Bi-WKV runs once per layer and image, so its autograd lives here in Python; the WKV-6/7 autograd, on the
+    # per-token decode path, is registered in C++ (csrc/torch/binding.cpp).
+    torch.library.register_autograd("vrwkv::bi_wkv", _bi_wkv_backward, setup_context=_bi_wkv_setup)
+
+
+FAKES = {"vrwkv::wkv6": _wkv6_fake, "vrwkv::wkv7": _wkv7_fake, "vrwkv::wkv6_backward": _wkv6_backward_fake,
+         "vrwkv::wkv7_backward": _wkv7_backward_fake, "vrwkv::bi_wkv": _bi_wkv_fake,
+         "vrwkv::bi_wkv_backward": _bi_wkv_backward_fake}
 
 
 # ---- the WkvImpl entry points: the pure-PyTorch ops' signatures and results ---------------------------------------

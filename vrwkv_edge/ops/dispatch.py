@@ -61,7 +61,9 @@ def available_wkv_impls() -> list[str]:
 def get_wkv_impl(name: str = DEFAULT_WKV_IMPL) -> WkvImpl:
     """The implementation registered as ``name``; a provider module is imported on first use."""
     if name not in _IMPLS and name in PROVIDERS:
-        importlib.import_module(PROVIDERS[name])       # registers it, or raises saying how to build it
+        module = importlib.import_module(PROVIDERS[name])      # registers it when it can
+        if name not in _IMPLS and getattr(module, "UNAVAILABLE", None):
+            raise RuntimeError(f"WKV implementation {name!r} is unavailable: {module.UNAVAILABLE}")
     try:
         return _IMPLS[name]
     except KeyError:

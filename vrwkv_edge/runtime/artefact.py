@@ -19,11 +19,15 @@ from typing import Optional
 from vrwkv_edge.config import RWKVConfig
 from vrwkv_edge.fileio import PathLike
 from vrwkv_edge.state import State
+from vrwkv_edge.tokenizer import ByteTokenizer, load_tokenizer
 from vrwkv_edge.visualrwkv.model import VisualConfig
 from vrwkv_edge.visualrwkv.scan import SCAN_MODES
 
+from .schema import SchemaError
+from .schema import validate as validate_schema
+
 FORMAT = "vrwkv_edge.onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 METADATA_FILE = "metadata.json"
 METADATA_PROP = "vrwkv_edge.metadata"
 
@@ -136,8 +140,23 @@ def _require(meta: dict, path: str, types, where: str):
     return cur
 
 
+def upgrade_metadata(meta: dict) -> dict:
+    """Format 1 (vrwkv_edge 0.1) to 2: the tokenizer was a bare file name (and named the World vocabulary even
+    for byte-level models, which is what their 256 rows mean); the source checkpoint had no digest."""
+    if meta.get("format_version") != 1:
+        return meta
+    meta = {**meta, "format_version": 2}
+    byte_level = isinstance(meta.get("model"), dict) and meta["model"].get("vocab_size") == 256
+    meta["tokenizer"] = ({"kind": "bytes", "file": None} if byte_level else
+                         {"kind": "world", "file": meta.get("tokenizer")})
+    if isinstance(meta.get("model"), dict):
+        meta["model"] = {"source_sha256": None, **meta["model"]}
+    return meta
+
+
 def check_metadata(meta: object, where: str = METADATA_FILE) -> dict:
-    """Validates the structure and internal consistency of a metadata dict; raises :class:`ArtefactError`."""
+    """Validates a metadata dict against the schema (:mod:`.schema`, the file every runtime reads) and checks
+    its internal consistency; raises :class:`ArtefactError` naming the key.  Returns the (upgraded) metadata."""
     if not isinstance(meta, dict):
         raise ArtefactError(f"{where}: expected a JSON object, got {type(meta).__name__}")
     fmt = _require(meta, "format", str, where)
@@ -147,6 +166,11 @@ def check_metadata(meta: object, where: str = METADATA_FILE) -> dict:
     if ver > FORMAT_VERSION:
         raise ArtefactError(f"{where}: format_version {ver} is newer than this vrwkv_edge understands "
                             f"({FORMAT_VERSION}); upgrade vrwkv_edge")
+    meta = upgrade_metadata(meta)
+    try:
+        validate_schema(meta)
+    except SchemaError as e:
+        raise ArtefactError(f"{where}: {e}") from None
     for key in ("n_layer", "n_embd", "n_head", "head_size", "vocab_size", "dim_ffn", "parameters"):
         val = _require(meta, f"model.{key}", int, where)
         if not 0 < val <= MODEL_SIZE_LIMITS[key]:
@@ -154,7 +178,7 @@ def check_metadata(meta: object, where: str = METADATA_FILE) -> dict:
     _require(meta, "model.version", str, where)
     _require(meta, "model.lora", dict, where)
     for key, types in (("dtype", str), ("opset", int), ("chunk_size", int), ("scan_mode", str),
-                       ("tokenizer", str), ("prompt_template", str), ("exporter_version", str),
+                       ("tokenizer", dict), ("prompt_template", str), ("exporter_version", str),
                        ("graphs", dict), ("state", dict)):
         _require(meta, key, types, where)
     if meta["dtype"] not in ("fp32", "fp16"):
@@ -201,7 +225,21 @@ def check_metadata(meta: object, where: str = METADATA_FILE) -> dict:
         for side in ("inputs", "outputs"):
             if entry.get(side) != io[side]:
                 raise ArtefactError(f"{where}: graphs.{kind}.{side} do not match the model sizes in metadata")
+    tok = meta["tokenizer"]
+    if tok["kind"] == "world" and tok["file"] is None:
+        raise ArtefactError(f"{where}: tokenizer.file is missing: a World tokenizer reads its vocabulary file")
+    if tok["kind"] == "bytes" and (tok["file"] is not None or cfg.vocab_size < 256):
+        raise ArtefactError(f"{where}: a byte-level tokenizer has no file and needs at least 256 embedding rows "
+                            f"(model.vocab_size {cfg.vocab_size})")
     return meta
+
+
+def artefact_tokenizer(directory: PathLike, meta: dict):
+    """The tokenizer an export says its model uses: bytes, or the World trie over the shipped vocabulary."""
+    tok = meta["tokenizer"]
+    if tok["kind"] == "bytes":
+        return ByteTokenizer()
+    return load_tokenizer(Path(directory) / tok["file"])
 
 
 def _check_visual(meta: dict, where: str) -> None:
@@ -253,13 +291,15 @@ def read_metadata(directory: PathLike) -> dict:
         raise ArtefactError(f"{mpath}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
     except RecursionError:
         raise ArtefactError(f"{mpath}: JSON nested too deeply to be metadata") from None
-    check_metadata(meta, str(mpath))
+    meta = check_metadata(meta, str(mpath))
     files = meta.get("files")
     if not isinstance(files, dict):
         raise ArtefactError(f"{mpath}: key 'files' is missing")
     for kind, entry in meta["graphs"].items():
         if entry["file"] not in files:
             raise ArtefactError(f"{mpath}: graph file {entry['file']} is not listed under 'files'")
+    if meta["tokenizer"]["file"] is not None and meta["tokenizer"]["file"] not in files:
+        raise ArtefactError(f"{mpath}: the tokenizer file {meta['tokenizer']['file']} is not listed under 'files'")
     for name, info in files.items():
         p = d / name
         if Path(name).name != name:

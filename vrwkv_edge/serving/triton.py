@@ -247,7 +247,8 @@ def write_triton_repository(export_dir: PathLike, out: PathLike, *, name: Option
             platform = "onnxruntime_onnx"
         _write_config(model_dir, decode_config(name, meta, options, platform, corrid, embeds))
         _copy(export_dir / METADATA_FILE, model_dir / METADATA_FILE)
-        _copy(export_dir / meta["tokenizer"], model_dir / meta["tokenizer"])
+        if meta["tokenizer"]["file"] is not None:                  # a World vocabulary (none for byte-level)
+            _copy(export_dir / meta["tokenizer"]["file"], model_dir / meta["tokenizer"]["file"])
         if "vision" in meta["graphs"]:
             vdir = tmp / f"{name}_vision"
             vfile = meta["graphs"]["vision"]["file"]

@@ -14,6 +14,7 @@ from .backbone import VRWKV_PRESETS
 from .classify import classify
 from .loading import load_vision_rwkv
 
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)

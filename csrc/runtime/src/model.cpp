@@ -16,7 +16,7 @@ using json::Value;
 namespace {
 
 constexpr const char* kFormat = "vrwkv_edge.onnx";
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;   // 1: "tokenizer" was a bare file name; 2: {"kind", "file"}
 constexpr const char* kMetadataFile = "metadata.json";
 constexpr const char* kMetadataProp = "vrwkv_edge.metadata";
 const char* const kFields[3] = {"shift_att", "wkv", "shift_ffn"};
@@ -31,8 +31,9 @@ bool is_file(const std::string& p, long long* size = nullptr) {
   return true;
 }
 
+// The value at a dotted path; of ``type`` unless ``any_type`` (then the caller checks it).
 const Value& require(const Value& meta, const std::string& path, Value::Type type, const std::string& where,
-                     bool integral = false) {
+                     bool integral = false, bool any_type = false) {
   const Value* cur = &meta;
   size_t start = 0;
   while (true) {
@@ -45,7 +46,7 @@ const Value& require(const Value& meta, const std::string& path, Value::Type typ
     start = dot + 1;
   }
   static const char* names[] = {"null", "bool", "number", "str", "list", "dict"};
-  if (cur->type != type || (integral && !cur->integral))
+  if (!any_type && (cur->type != type || (integral && !cur->integral)))
     artefact(where + ": key '" + path + "' has " + cur->type_name() + " " + cur->dump() + ", expected " +
              (integral ? "int" : names[int(type)]));
   return *cur;
@@ -228,7 +229,16 @@ Value read_metadata(const std::string& dir, ModelInfo& info) {
   info.opset = req_int(meta, "opset", where);
   info.chunk_size = req_int(meta, "chunk_size", where);
   std::string scan_mode = req_str(meta, "scan_mode", where);
-  info.tokenizer_file = req_str(meta, "tokenizer", where);
+  if (ver < 2) {                       // format 1 named the World vocabulary even for byte-level models
+    info.tokenizer_file = req_str(meta, "tokenizer", where);
+    info.tokenizer_kind = info.vocab_size == 256 ? "bytes" : "world";
+  } else {
+    info.tokenizer_kind = req_str(meta, "tokenizer.kind", where);
+    const Value& file = require(meta, "tokenizer.file", Value::Type::Null, where, false, true);
+    if (info.tokenizer_kind == "world" && file.type == Value::Type::String) info.tokenizer_file = file.str;
+    else if (!(info.tokenizer_kind == "bytes" && file.type == Value::Type::Null))
+      artefact(where + ": tokenizer must be {\"kind\": \"world\", \"file\": NAME} or {\"kind\": \"bytes\", \"file\": null}");
+  }
   info.prompt_template = req_str(meta, "prompt_template", where);
   info.exporter_version = req_str(meta, "exporter_version", where);
   const Value& graphs = require(meta, "graphs", Value::Type::Object, where);
@@ -297,7 +307,7 @@ Value read_metadata(const std::string& dir, ModelInfo& info) {
       artefact(p + ": " + std::to_string(size) + " bytes, " + kMetadataFile + " records " +
                (bytes ? bytes->dump() : rec.dump()) + " (truncated or replaced?)");
   }
-  if (!files->find(info.tokenizer_file) && info.vocab_size != 256)
+  if (info.tokenizer_kind == "world" && !files->find(info.tokenizer_file))
     artefact(where + ": the tokenizer file " + info.tokenizer_file + " is not listed under 'files'");
   return meta;
 }
@@ -500,8 +510,8 @@ Model Model::open(const std::string& directory, const ModelOptions& options) {
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   im->info.directory = dir;
   im->meta = read_metadata(dir, im->info);
-  // Byte-level models (256 embedding rows) use ids = bytes, as vrwkv_edge.cli.tokenizer_for picks.
-  if (im->info.vocab_size == 256) im->tok = Tokenizer::bytes();
+  // The tokenizer the metadata names (byte-level models: ids = bytes), as vrwkv_edge.runtime.artefact_tokenizer.
+  if (im->info.tokenizer_kind == "bytes") im->tok = Tokenizer::bytes();
   else {
     im->tok = Tokenizer::world(dir + "/" + im->info.tokenizer_file);
     if (size_t(im->info.vocab_size) < im->tok->num_tokens())

@@ -97,7 +97,7 @@ struct PixelInput {            // one input of vision.onnx (metadata visual.pixe
 };
 
 struct ModelInfo {
-  std::string directory, version, dtype, quantize, tokenizer_file, prompt_template, exporter_version;
+  std::string directory, version, dtype, quantize, tokenizer_kind, tokenizer_file, prompt_template, exporter_version;
   int n_layer = 0, n_embd = 0, n_head = 0, head_size = 0, vocab_size = 0, dim_ffn = 0, chunk_size = 0, opset = 0;
   bool visual = false;
   std::string visual_version, image_position, tower, scan;  // VisualRWKV exports only
