@@ -234,3 +234,11 @@ def test_cli_export_records_the_checkpoint_and_the_tokenizer_it_really_uses(lm_f
     capsys.readouterr()
     assert main(["validate", str(out), "--model", str(lm_file), "--prompt-ids", "1,999"]) == 2
     assert "token id 999 is outside the vocabulary" in capsys.readouterr().err
+
+
+def test_a_layer_index_of_a_billion_is_refused_without_allocating(lm, tmp_path):
+    sd = dict(lm.state_dict())
+    sd["blocks.1000000000.att.r_k"] = sd["blocks.0.att.r_k"].clone()
+    t0 = time.perf_counter()
+    refused(save_checkpoint(sd, tmp_path / "far.pth"), r"layer 1 is missing but 'blocks.1000000000.att.r_k' exists")
+    assert time.perf_counter() - t0 < 5                          # found by sorting the indices, not range(10**9)

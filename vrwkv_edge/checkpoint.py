@@ -121,8 +121,8 @@ def layer_count(keys, pattern: str, source: str) -> int:
     if not found:
         return 0
     n = max(found) + 1
-    if len(found) != n:
-        gap = min(set(range(n)) - set(found))
+    if len(found) != n:                  # the first missing index, without building range(n) (n may be 10**9)
+        gap = next(i for i, layer in enumerate(sorted(found)) if i != layer)
         raise CheckpointError(f"{source}: layer indices are not contiguous: layer {gap} is missing but "
                               f"{found[max(found)]!r} exists")
     return n
