@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cuda_on_cpu/cuda_on_cpu.h"
+#include "kernels/biwkv/biwkv_official.h"
 #include "vrwkv/kernels.h"
 
 using namespace vrwkv;
@@ -77,6 +78,9 @@ const std::map<std::string, Run>& ops() {
         {"biwkv_forward_cuda", [](auto d, auto x) { biwkv_forward_cuda(biwkv(d, x), nullptr); }},
         {"biwkv_backward_cpu", [](auto d, auto x) { biwkv_backward_cpu(biwkv(d, x)); }},
         {"biwkv_backward_cuda", [](auto d, auto x) { biwkv_backward_cuda(biwkv(d, x), nullptr); }},
+        {"biwkv_official_forward_cpu", [](auto d, auto x) { biwkv_official_forward_cpu(biwkv(d, x)); }},
+        {"biwkv_official_forward_reference", [](auto d, auto x) { biwkv_official_forward_reference(biwkv(d, x)); }},
+        {"biwkv_official_forward_cuda", [](auto d, auto x) { biwkv_official_forward_cuda(biwkv(d, x), nullptr); }},
     };
     return table;
 }

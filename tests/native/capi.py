@@ -22,9 +22,11 @@ import torch
 from vrwkv_edge.native.build import SOURCE_DIRS, cache_root, csrc_dir
 
 CSRC = csrc_dir()
-CUDA_SOURCES = ("kernels/wkv6/wkv6_cuda.cu", "kernels/wkv7/wkv7_cuda.cu", "kernels/biwkv/biwkv_cuda.cu")
+CUDA_SOURCES = ("kernels/wkv6/wkv6_cuda.cu", "kernels/wkv7/wkv7_cuda.cu", "kernels/biwkv/biwkv_cuda.cu",
+                "kernels/biwkv/biwkv_official_cuda.cu")
 CPU_SOURCES = ("kernels/wkv6/wkv6_cpu.cpp", "kernels/wkv7/wkv7_cpu.cpp", "kernels/biwkv/biwkv_cpu.cpp",
-               "kernels/reference.cpp")
+               "kernels/biwkv/biwkv_official_cpu.cpp", "kernels/reference.cpp",
+               "kernels/biwkv/biwkv_official_reference.cpp")
 BASE_FLAGS = ("-std=c++20", "-fPIC", "-fopenmp-simd", "-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas",
               f"-I{CSRC / 'include'}", f"-I{CSRC}")
 # Order of the pointer array of vrwkv_capi_run (the Ptr enum of csrc/tests/capi.cpp).
@@ -145,6 +147,12 @@ class Capi:
                  workspace=self._workspace("biwkv", k.shape))
         return y
 
+    def bi_wkv_official(self, backend, w, u, k, v):
+        """The official-kernel Bi-WKV (csrc/kernels/biwkv/biwkv_official.h); backend cpu, cuda or reference."""
+        y = torch.empty(k.shape)
+        self.run(f"biwkv_official_forward_{backend}", [*k.shape, DTYPE_CODES[k.dtype]], w_log=w.float().contiguous(),
+                 u=u.float().contiguous(), k=k, v=v, y=y)
+        return y
 
     def bi_wkv_backward(self, backend, w, u, k, v, dy):
         """Returns (dw, du, dk, dv); dw, du summed over the batch."""
