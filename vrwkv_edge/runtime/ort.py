@@ -20,9 +20,11 @@ threads between runs, for processes that share the cores with other work).
 
 Providers (``providers=``): names or ``(name, options)`` tuples as ONNX Runtime takes them, or the short names
 ``"cpu"``, ``"cuda"``, ``"tensorrt"``; default CPU.  ``CPUExecutionProvider`` is appended as the fallback.
-IO binding (default on for CUDA/TensorRT, optional on the CPU): inputs and outputs are bound to the memory of
-torch tensors, so with a CUDA build of torch the state lives on the GPU between steps (never copied to the
-host); with a CPU-only torch the bound buffers are host memory and ONNX Runtime copies them.
+IO binding (default on; :mod:`vrwkv_edge.runtime.state_binding`): the state lives in two preallocated buffer
+sets bound to the graphs once and ping-ponged, so a decode step builds no feeds and allocates nothing (with a
+CUDA build of torch the buffers are on the GPU and the state never visits the host).  A state or logits tensor
+the caller still holds is never overwritten (that set is replaced instead).  ``io_binding=False``: the
+reference path, numpy feeds per call, the same numbers bit for bit.
 
 On load the backend checks ``metadata.json`` (structure, sizes, files present with the recorded sizes), that
 each graph carries the same metadata, and that each graph's inputs and outputs have the names, element types
@@ -33,17 +35,18 @@ the tensor by its graph input name.
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from vrwkv_edge.fileio import PathLike
 from vrwkv_edge.runtime.artefact import (METADATA_FILE, METADATA_PROP, ArtefactError, config_from_metadata,
                                          embedded_metadata, read_metadata, verify_hashes)
+from vrwkv_edge.runtime.state_binding import PreboundRunner
 from vrwkv_edge.state import State
 from vrwkv_edge.visualrwkv.model import ImagePromptMixin, VisualConfig
 from vrwkv_edge.visualrwkv.preprocess import ImageTransform
@@ -53,7 +56,6 @@ PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvide
                     "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)", "float16": "tensor(float16)"}
-_NP_TYPES = {torch.float32: np.float32, torch.int64: np.int64}
 
 
 def normalize_providers(providers) -> list:
@@ -132,7 +134,7 @@ class OrtModel:
             self.device = torch.device("cuda", dev_id)
         else:
             self.device = torch.device("cpu")
-        self.io_binding = on_gpu if io_binding is None else bool(io_binding)
+        self.io_binding = True if io_binding is None else bool(io_binding)
         if max_prefill_tokens < 1:
             raise ValueError(f"max_prefill_tokens must be >= 1, got {max_prefill_tokens}")
         self.max_prefill_tokens = max_prefill_tokens
@@ -148,6 +150,8 @@ class OrtModel:
                 session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session_options = session_options
         self._sessions: dict = {}
+        self._local = threading.local()              # this thread's PreboundRunner (see _runner)
+        self._generation = 0                         # bumped by close(): runners of older sessions are dropped
         if not lazy:
             for kind in ("decode", "prefill"):
                 self._session(kind)
@@ -286,6 +290,7 @@ class OrtModel:
 
     def close(self) -> None:
         self._sessions.clear()
+        self._generation += 1                        # every thread's prebound bindings belong to the old sessions
 
     # ---- inputs -------------------------------------------------------------------------------------
     def _check_batch(self, batch_size: int) -> None:
@@ -331,11 +336,31 @@ class OrtModel:
 
     # ---- running ------------------------------------------------------------------------------------
     def _run(self, kind: str, x: Tensor, state: State) -> tuple[Tensor, State]:
-        sess = self._session(kind)
-        spec = self.metadata["graphs"][kind]
-        names_in = [i["name"] for i in spec["inputs"]]
         if self.io_binding:
-            return self._run_bound(sess, spec, x, state)
+            return self._runner(x.shape[0]).run(kind, x, state)
+        return self._run_feeds(kind, x, state)
+
+    def _runner(self, batch: int) -> PreboundRunner:
+        """This thread's prebound buffer sets for ``batch`` (remade when the batch size changes: one runner per
+        thread, so a decode loop never allocates and concurrent callers never share buffers)."""
+        r = getattr(self._local, "runner", None)
+        if r is None or r.batch != batch or self._local.generation != self._generation:
+            c = self.cfg
+            shapes = [(batch, c.n_embd), (batch, c.n_head, c.head_size, c.head_size), (batch, c.n_embd)] * c.n_layer
+            r = self._local.runner = PreboundRunner(self._session, self.metadata["graphs"], batch, shapes,
+                                                    c.vocab_size, self.device)
+            self._local.generation = self._generation
+        return r
+
+    def _owns(self, state) -> bool:
+        r = getattr(self._local, "runner", None)
+        return r is not None and self._local.generation == self._generation and r.owns(state)
+
+    def _run_feeds(self, kind: str, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """The reference path (``io_binding=False``): numpy feeds built per call, outputs allocated by ONNX
+        Runtime; the prebound path must give the same numbers bit for bit."""
+        sess = self._session(kind)
+        names_in = [i["name"] for i in self.metadata["graphs"][kind]["inputs"]]
         feed = {names_in[0]: x.detach().cpu().contiguous().numpy()}
         for name, t in zip(names_in[1:], state.flat()):
             feed[name] = t.detach().cpu().contiguous().numpy()
@@ -345,40 +370,12 @@ class OrtModel:
             tensors = [t.to(self.device) for t in tensors]
         return tensors[0], State.from_flat(tensors[1:])
 
-    def _run_bound(self, sess, spec: dict, x: Tensor, state: State) -> tuple[Tensor, State]:
-        dev = self.device
-        dev_type, dev_id = ("cuda", dev.index or 0) if dev.type == "cuda" else ("cpu", 0)
-        binding = sess.io_binding()
-        keep = []                                       # keeps every bound buffer alive through the run
-
-        def bind_in(name: str, t: Tensor) -> None:
-            t = t.detach().to(dev).contiguous()
-            keep.append(t)
-            binding.bind_input(name, dev_type, dev_id, _NP_TYPES[t.dtype], list(t.shape), t.data_ptr())
-
-        names_in = [i["name"] for i in spec["inputs"]]
-        bind_in(names_in[0], x)
-        for name, t in zip(names_in[1:], state.flat()):
-            bind_in(name, t)
-        B = x.shape[0]
-        outs = []
-        for o in spec["outputs"]:
-            shape = [B if d == "batch" else d for d in o["shape"]]
-            t = torch.empty(shape, dtype=torch.float32, device=dev)
-            outs.append(t)
-            binding.bind_output(o["name"], dev_type, dev_id, np.float32, shape, t.data_ptr())
-        if dev.type == "cuda":
-            torch.cuda.current_stream(dev).synchronize()
-        binding.synchronize_inputs()
-        sess.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-        return outs[0], State.from_flat(outs[1:])
-
     def step(self, ids=None, state: Optional[State] = None, *,
              inputs_embeds: Optional[Tensor] = None) -> tuple[Tensor, State]:
         """One token: ids [B] (or inputs_embeds [B, C]) -> ``(logits [B, V] float32, new_state)``."""
         kind, x = self._entry(ids, inputs_embeds, seq=False)
-        state = self.state_or_new(state, x.shape[0])
+        if not (self.io_binding and self._owns(state) and state.batch_size == x.shape[0]):
+            state = self.state_or_new(state, x.shape[0])
         return self._run(kind, x, state)
 
     def forward(self, ids=None, state: Optional[State] = None, *, inputs_embeds: Optional[Tensor] = None,
