@@ -1,7 +1,8 @@
 """Builds the native WKV kernels (``csrc/``) into a PyTorch extension library, on request only.
 
 ``vrwkv-edge build-native`` (or ``python -m vrwkv_edge.native``) compiles ``csrc/torch/binding.cpp`` and the
-C++ CPU kernels with ninja through ``torch.utils.cpp_extension``, plus the CUDA kernels when this torch has CUDA.
+C++ CPU kernels with ninja through ``torch.utils.cpp_extension``, plus the CUDA kernels when this torch has CUDA;
+then, where ONNX Runtime's headers are available, the ONNX Runtime custom-op library (:mod:`.ort_ops`).
 The library goes to ``$VRWKV_EDGE_NATIVE_DIR`` (default ``~/.cache/vrwkv_edge/native``) under a key that hashes the
 sources, the flags, the CPU's instruction-set flags (the build uses ``-march=native``), and the torch and Python
 versions, so a stale library is never loaded.  The build happens in a temporary folder that is renamed into place:
@@ -123,22 +124,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cuda", action="store_true", help="build the CPU kernels only")
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
     parser.add_argument("--print-path", action="store_true", help="print where the library is (or would be) and exit")
+    parser.add_argument("--ort-include", metavar="DIR",
+                        help="ONNX Runtime C API headers (onnxruntime_c_api.h in DIR or DIR/onnxruntime) for the "
+                             "custom-op library; default $VRWKV_ORT_INCLUDE_DIR, skipped when neither is set")
+    parser.add_argument("--ort-ops-only", action="store_true",
+                        help="build only the ONNX Runtime custom-op library (no torch extension)")
+    parser.add_argument("--print-ort-ops-path", action="store_true",
+                        help="print where the ONNX Runtime custom-op library is (or would be) and exit")
+
+
+def _build_ort_ops(args: argparse.Namespace, cuda) -> int:
+    from . import ort_ops
+    start = time.perf_counter()
+    required = args.ort_ops_only or args.ort_include
+    try:
+        if not required and ort_ops.find_ort_include() is None and not ort_ops.library_path(cuda).is_file():
+            print(f"ONNX Runtime custom-op library: skipped: {ort_ops.MISSING_HEADERS}")
+            return 0
+        path = ort_ops.build(args.ort_include, force=args.force, cuda=cuda, verbose=args.verbose)
+    except ort_ops.OrtOpsBuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"ONNX Runtime custom-op library: {path} ({time.perf_counter() - start:.1f} s); "
+          f"custom-flavour exports (export --wkv custom) load it automatically")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     cuda = False if args.no_cuda else None
-    if args.print_path:
-        print(library_path(cuda))
+    if args.print_path or args.print_ort_ops_path:
+        if args.print_path:
+            print(library_path(cuda))
+        if args.print_ort_ops_path:
+            from . import ort_ops
+            print(ort_ops.library_path(cuda))
         return 0
-    start = time.perf_counter()
-    path = build(force=args.force, cuda=cuda, verbose=args.verbose)
-    print(f"native WKV kernels: {path} ({time.perf_counter() - start:.1f} s; "
-          f"{'CPU + CUDA' if (want_cuda() and not args.no_cuda) else 'CPU only'}); "
-          f"select with model.set_wkv_impl('native')")
-    return 0
+    if not args.ort_ops_only:
+        start = time.perf_counter()
+        path = build(force=args.force, cuda=cuda, verbose=args.verbose)
+        print(f"native WKV kernels: {path} ({time.perf_counter() - start:.1f} s; "
+              f"{'CPU + CUDA' if (want_cuda() and not args.no_cuda) else 'CPU only'}); "
+              f"select with model.set_wkv_impl('native')")
+    return _build_ort_ops(args, cuda)
 
 
-HELP = "build the C++ (and, with a CUDA torch, CUDA) WKV kernels of csrc/ for wkv_impl='native'"
+HELP = ("build the C++ (and, with a CUDA torch, CUDA) WKV kernels of csrc/ for wkv_impl='native', and the ONNX "
+        "Runtime custom-op library for custom-flavour exports")
 
 
 def add_build_native_cli(subparsers) -> None:

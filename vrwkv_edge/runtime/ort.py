@@ -46,6 +46,7 @@ from torch import Tensor
 from vrwkv_edge.fileio import PathLike
 from vrwkv_edge.runtime.artefact import (METADATA_FILE, METADATA_PROP, ArtefactError, config_from_metadata,
                                          embedded_metadata, read_metadata, verify_hashes)
+from vrwkv_edge.runtime.custom_ops import register_for_artefact
 from vrwkv_edge.runtime.state_binding import PreboundRunner
 from vrwkv_edge.state import State
 from vrwkv_edge.visualrwkv.model import ImagePromptMixin, VisualConfig
@@ -148,6 +149,9 @@ class OrtModel:
                 # ORT's worker threads spin between runs by default; turn that off when ORT shares the cores
                 # with other work (e.g. a PyTorch model in the same process, as in validate()).
                 session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        # A custom-flavour export's vrwkv nodes need the op library (found, version-checked and registered here;
+        # nothing for the standard flavour): vrwkv_edge.runtime.custom_ops.
+        self.op_library = register_for_artefact(session_options, self.metadata, where=str(self.path / METADATA_FILE))
         self.session_options = session_options
         self._sessions: dict = {}
         self._local = threading.local()              # this thread's PreboundRunner (see _runner)
