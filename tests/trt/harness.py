@@ -26,7 +26,7 @@ from vrwkv_edge.trt.headers import include_dir
 CSRC = csrc_dir()
 PLUGIN = "plugins/trt_wkv"
 EMULATED_SOURCES = (f"{PLUGIN}/wkv_plugin_kernels.cu", "kernels/wkv6/wkv6_cuda.cu", "kernels/wkv7/wkv7_cuda.cu",
-                    "kernels/biwkv/biwkv_cuda.cu")
+                    "kernels/biwkv/biwkv_cuda.cu", "kernels/biwkv/biwkv_official_cuda.cu")
 INTERFACE_SOURCES = (f"{PLUGIN}/wkv_plugin.cpp", f"{PLUGIN}/tests/harness.cpp")
 WARNINGS = ("-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas")
 CUDA_INCLUDE = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
@@ -68,7 +68,7 @@ def build_harness(break_: str | None = None) -> Path:
     out_dir = cache_root() / "trt-harness"
     out_dir.mkdir(parents=True, exist_ok=True)
     tree = _tree_hash()
-    emulated = ("-std=c++20", "-O2", "-fPIC", "-fopenmp-simd", *WARNINGS, "-x", "c++", f"-I{CSRC / 'include'}",
+    emulated = ("-std=c++20", "-O1", "-fPIC", "-fopenmp-simd", *WARNINGS, "-x", "c++", f"-I{CSRC / 'include'}",
                 f"-I{CSRC}")
     interface = ("-std=c++17", "-O1", "-fPIC", *WARNINGS, "-Wpedantic", f"-I{CSRC / 'include'}",
                  "-isystem", str(trt), "-isystem", str(CUDA_INCLUDE), *([BREAKS[break_]] if break_ else []))

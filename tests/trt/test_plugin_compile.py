@@ -45,3 +45,4 @@ def test_plugin_compiles_for_orin_l20_h100_with_warnings_as_errors(tmp_path):
     # Pure interfaces: nothing from libnvinfer; the launchers come from csrc/kernels at the full link.
     assert "nvinfer" not in undefined.lower()
     assert "vrwkv::wkv6_forward_cuda" in undefined and "vrwkv::biwkv_forward_cuda" in undefined
+    assert "vrwkv::biwkv_official_forward_cuda" in undefined

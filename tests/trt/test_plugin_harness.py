@@ -11,7 +11,7 @@ import torch
 
 from tests.native.conftest import rel_err, wkv6_inputs, wkv7_inputs
 from vrwkv_edge.ops import custom_op_contract as contract
-from vrwkv_edge.ops.biwkv import bi_wkv6_ref, bi_wkv_ref
+from vrwkv_edge.ops.biwkv import bi_wkv6_ref, bi_wkv_official_ref, bi_wkv_ref
 from vrwkv_edge.ops.wkv6 import wkv6_ref
 from vrwkv_edge.ops.wkv7 import wkv7_ref
 
@@ -45,12 +45,13 @@ def biwkv6_case(B, T, H, N, dtype, seed=0):
     return [r, k, v, w, u], [bi_wkv6_ref(*(x.float() for x in (r, k, v, w, u)))], (B, T, H, N)
 
 
-def biwkv_case(B, T, C, dtype, seed=0):
+def biwkv_case(B, T, C, dtype, seed=0, semantics="formula"):
     g = torch.Generator().manual_seed(seed)
     w = torch.rand(C, generator=g) * 2 / T
     u = torch.randn(C, generator=g) / T
     k, v = (torch.randn(B, T, C, generator=g).to(dtype) for _ in range(2))
-    return [w, u, k, v], [bi_wkv_ref(w, u, k.float(), v.float())], (B, T, C)
+    ref = bi_wkv_official_ref if semantics == "official" else bi_wkv_ref
+    return [w, u, k, v], [ref(*(x.double() for x in (w, u, k, v))).float()], (B, T, C)
 
 
 CASES = {contract.WKV6: wkv6_case, contract.WKV7: wkv7_case, contract.BIWKV6: biwkv6_case}
@@ -80,9 +81,20 @@ def test_head_sizes(harness, N):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).split(".")[-1])
-def test_biwkv_formula_matches_reference(harness, dtype):
-    inputs, refs, dims = biwkv_case(2, 14, 40, dtype)
-    _check(harness, contract.BIWKV, inputs, refs, dims, dtype, semantics="formula")
+@pytest.mark.parametrize("semantics", [*contract.BIWKV_SEMANTICS, None], ids=lambda s: s or "default")
+def test_biwkv_matches_reference(harness, semantics, dtype):
+    """T = 45: the official kernel's 32 lanes hold 2 tokens each, the last lanes fewer (or none)."""
+    expected = semantics or contract.DEFAULT_BIWKV_SEMANTICS
+    inputs, refs, dims = biwkv_case(2, 45, 40, dtype, seed=len(expected), semantics=expected)
+    _check(harness, contract.BIWKV, inputs, refs, dims, dtype, semantics=semantics)
+
+
+def test_biwkv_semantics_differ(harness):
+    """The two semantics are different arithmetic: the attribute reaches the kernel through fields and serialisation."""
+    inputs, refs, dims = biwkv_case(1, 9, 8, torch.float32)
+    (formula,), _ = harness.run(contract.BIWKV, inputs, dims, [refs[0].shape], semantics="formula")
+    (official,), _ = harness.run(contract.BIWKV, inputs, dims, [refs[0].shape], semantics="official")
+    assert rel_err(formula, official) > 1e-3
 
 
 def test_bad_attribute_and_dims_are_refused_by_name(harness):

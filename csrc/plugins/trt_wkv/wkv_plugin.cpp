@@ -256,7 +256,7 @@ size_t WkvPlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inpu
     if (op_ == Op::kBiWkv) {
         BiWkvParams p;
         p.B = int32_t(x.d[0]), p.T = int32_t(x.d[1]), p.C = int32_t(x.d[2]);
-        return biwkv_workspace_bytes(p);
+        return biwkv_workspace_bytes(p, semantics_ == BiWkvSemantics::kOfficial);
     }
     if (op_ == Op::kBiWkv6) {
         WkvCommonParams p;
@@ -293,8 +293,6 @@ int32_t WkvPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1
         const DType dtype = kernel_dtype(inputDesc[s.first_activation].type);
         void* st = static_cast<void*>(stream);
         if (op_ == Op::kBiWkv) {
-            if (semantics_ != BiWkvSemantics::kFormula)
-                throw std::invalid_argument("semantics 'official' has no kernel in this build");
             BiWkvParams p;
             p.B = int32_t(x.d[0]), p.T = int32_t(x.d[1]), p.C = int32_t(x.d[2]);
             p.dtype = dtype;
@@ -302,7 +300,7 @@ int32_t WkvPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1
             p.w = static_cast<const float*>(inputs[0]), p.u = static_cast<const float*>(inputs[1]);
             p.k = inputs[2], p.v = inputs[3];
             p.y = static_cast<float*>(outputs[0]);
-            launch_biwkv(p, workspace, st);
+            launch_biwkv(p, semantics_ == BiWkvSemantics::kOfficial, workspace, st);
             return 0;
         }
         auto fill = [&](WkvCommonParams& p) {
@@ -390,11 +388,6 @@ nvinfer1::IPluginV3* WkvPluginCreator::createPlugin(char const* name, nvinfer1::
                 report(where + "attribute 'semantics' = '" + value + "', expected 'official' or 'formula'");
                 return nullptr;
             }
-        }
-        if (op_ == Op::kBiWkv && semantics == BiWkvSemantics::kOfficial) {
-            report(where + "semantics 'official' is not implemented by this plugin build yet (the official Bi-WKV "
-                           "kernel has not landed in csrc/kernels/biwkv); export the node with semantics 'formula'");
-            return nullptr;
         }
         return new WkvPlugin(op_, semantics);
     } catch (const std::exception& e) {

@@ -2,6 +2,7 @@
 // two small kernels here zero a buffer and add the time-reversed pass of the bidirectional RWKV-6.
 #include "wkv_plugin_kernels.h"
 
+#include "kernels/biwkv/biwkv_official.h"
 #include "vrwkv/cuda_compat.h"
 #include "vrwkv/kernels.h"
 
@@ -32,9 +33,15 @@ void launch_wkv6(const Wkv6Params& p, void* stream) { wkv6_forward_cuda(p, strea
 
 void launch_wkv7(const Wkv7Params& p, void* stream) { wkv7_forward_cuda(p, stream); }
 
-size_t biwkv_workspace_bytes(const BiWkvParams& p) { return size_t(biwkv_workspace_floats(p)) * sizeof(float); }
+size_t biwkv_workspace_bytes(const BiWkvParams& p, bool official) {
+    return official ? 0 : size_t(biwkv_workspace_floats(p)) * sizeof(float);
+}
 
-void launch_biwkv(const BiWkvParams& p, void* workspace, void* stream) {
+void launch_biwkv(const BiWkvParams& p, bool official, void* workspace, void* stream) {
+    if (official) {
+        biwkv_official_forward_cuda(p, stream);
+        return;
+    }
     BiWkvParams q = p;
     q.workspace = static_cast<float*>(workspace);
     biwkv_forward_cuda(q, stream);

@@ -18,9 +18,10 @@ constexpr int kOpVersion = 1;
 void launch_wkv6(const Wkv6Params& p, void* stream);
 void launch_wkv7(const Wkv7Params& p, void* stream);
 
-// Vision-RWKV v1 Bi-WKV, "formula" semantics: biwkv_forward_cuda, which needs biwkv_workspace_floats() floats.
-size_t biwkv_workspace_bytes(const BiWkvParams& p);
-void launch_biwkv(const BiWkvParams& p, void* workspace, void* stream);
+// Vision-RWKV v1 Bi-WKV: "official" semantics (the official CUDA kernel's arithmetic, biwkv_official_forward_cuda,
+// no workspace) or "formula" (the paper formula, biwkv_forward_cuda, biwkv_workspace_floats() floats).
+size_t biwkv_workspace_bytes(const BiWkvParams& p, bool official);
+void launch_biwkv(const BiWkvParams& p, bool official, void* workspace, void* stream);
 
 // Bidirectional RWKV-6 (Vision-RWKV6): the RWKV-6 kernel forwards (bonus u included, zero initial state) into y,
 // and over the time-reversed inputs (negative time stride, u = 0) into the workspace, then y[t] += y_rev[T-1-t].
