@@ -47,14 +47,16 @@ from vrwkv_edge.config import RWKVConfig
 from vrwkv_edge.fileio import PathLike
 from vrwkv_edge.loading import load_model
 from vrwkv_edge.models.base import RWKVModel
+from vrwkv_edge.ops.custom_op_contract import DEFAULT_WKV_FLAVOUR, WKV_FLAVOURS
 from vrwkv_edge.runtime.artefact import (DEFAULT_CHUNK, DEFAULT_OPSET, FORMAT, FORMAT_VERSION, METADATA_FILE,
                                          METADATA_PROP, QUANTIZE_MODES, SCAN_MODE, SCAN_MODE_DOC, SUPPORTED_OPSETS,
                                          VISUAL_GRAPH_KINDS, embedded_metadata, graph_io, sha256_file,
-                                         state_input_names, state_output_names, state_shapes)
+                                         state_input_names, state_output_names, state_shapes, wkv_metadata)
 from vrwkv_edge.state import STATE_FIELDS
 from vrwkv_edge.tokenizer import tokenizer_for_vocab
 from vrwkv_edge.visualrwkv.model import VisualRWKV
 
+from .custom_nodes import CUSTOM_WKV_IMPL, check_custom_graph, expected_custom_nodes
 from .graphs import ImageScan, assemble_graph, prepare_model
 from .opset import set_lowest_ir_version
 from .visual import export_vision_graph, visual_metadata
@@ -64,9 +66,42 @@ from .visual import export_vision_graph, visual_metadata
 PROMPT_TEMPLATES = {"world": "rwkv-world-chat", "bytes": "raw"}
 # Above this many bytes of initializers a graph is saved with external data (protobuf's hard limit is 2 GiB).
 EXTERNAL_DATA_THRESHOLD = int(1.8 * 2 ** 30)
+
+# int4: ONNX Runtime's block-wise weight-only quantizer (MatMulNBits).  Block 32, symmetric, accuracy level 4
+# (int8 arithmetic inside MatMulNBits) measured best here: 99.2% top-1 agreement with fp32 on the trained tiny
+# RWKV-7 (the quantizer's defaults, block 128 asymmetric: 98.4%) and the fastest decode (docs: toolchain.md 10).
+INT4_BITS = 4
+INT4_BLOCK_SIZE = 32
+INT4_SYMMETRIC = True
+INT4_ACCURACY_LEVEL = 4
+# What stays float32 in a quantized graph, and why: the LoRA matrices are a few percent of the bytes, the decay
+# LoRA feeds exp(), and the state, norms and WKV are not matmuls with constant weights.
+QUANTIZED_WEIGHTS = "linear layers and head (*.weight); LoRA matrices (decay included), embedding, norms fp32"
+
+
+def quantization_metadata(quantize: Optional[str]) -> Optional[dict]:
+    """The metadata's ``quantization`` record of a ``quantize`` mode (None: not quantized)."""
+    if quantize is None:
+        return None
+    if quantize == "int8":
+        return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                "op_types": ["MatMul"], "const_weights_only": True, "per_channel": False,
+                "weights": QUANTIZED_WEIGHTS, "activations": "dynamic uint8 per tensor (MatMulInteger)",
+                "precision": "int8"}
+    if quantize == "int4":
+        return {"method": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer",
+                "op_types": ["MatMul"], "node": "com.microsoft.MatMulNBits", "bits": INT4_BITS,
+                "block_size": INT4_BLOCK_SIZE, "symmetric": INT4_SYMMETRIC, "accuracy_level": INT4_ACCURACY_LEVEL,
+                "weights": QUANTIZED_WEIGHTS,
+                "activations": "float32 in and out; int8 arithmetic inside MatMulNBits (accuracy_level 4)",
+                "precision": "int4"}
+    raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+
+
 def build_metadata(cfg: RWKVConfig, *, dtype: str, quantize: Optional[str], opset: int, chunk_size: int,
                    graphs: Sequence[str], tokenizer: dict, prompt_template: str,
-                   source: dict, parameters: int, visual: Optional[dict] = None) -> dict:
+                   source: dict, parameters: int, visual: Optional[dict] = None,
+                   wkv: str = DEFAULT_WKV_FLAVOUR) -> dict:
     graph_entries = {}
     for kind in graphs:
         io = graph_io(kind, cfg, visual)
@@ -84,15 +119,12 @@ def build_metadata(cfg: RWKVConfig, *, dtype: str, quantize: Optional[str], opse
                   "source": source.get("file") or "in-memory model", "source_sha256": source.get("sha256")},
         "dtype": dtype,
         "quantize": quantize,
-        "quantization": (None if quantize is None else
-                         {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-                          "op_types": ["MatMul"], "const_weights_only": True, "per_channel": False,
-                          "weights": "linear layers and head (*.weight); LoRA matrices, embedding, norms fp32",
-                          "activations": "dynamic uint8 per tensor (MatMulInteger)"}),
-        "precision": {"weights": "int8" if quantize else dtype, "state": "float32", "wkv": "float32",
+        "quantization": quantization_metadata(quantize),
+        "precision": {"weights": quantize or dtype, "state": "float32", "wkv": "float32",
                       "decay": "float32", "norms": "float32", "logits": "float32",
                       "residual": "float32", "matmuls": "float16" if dtype == "fp16" else "float32"},
         "batch": "dynamic",
+        "wkv": wkv_metadata(wkv),
         "scan_mode": SCAN_MODE,
         "scan_mode_doc": SCAN_MODE_DOC,
         "chunk_size": chunk_size,
@@ -179,21 +211,74 @@ def _gemm_to_matmul(model) -> int:
     return count
 
 
-def _quantize_int8(src: Path, dst: Path, meta_json: str, kind: str) -> list[str]:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    model = onnx.load(str(src))
-    _gemm_to_matmul(model)
-    # Quantize the MatMuls of the linear layers and the head (initializers named *.weight); the small LoRA
-    # matrices (decay, in-context rate, gate, value residual) stay fp32: they are a few percent of the bytes,
-    # quantizing them would add a quantize/dequantize round per matmul, and the decay LoRA feeds exp().
+def _weight_matmuls(model) -> tuple[list[str], list[str]]:
+    """Names every node and returns ``(quantized, kept)``: the MatMuls with a constant weight that are quantized
+    (the linear layers and the head, initializers named ``*.weight``) and those that stay float32 (the small LoRA
+    matrices: decay, in-context rate, gate, value residual; see :data:`QUANTIZED_WEIGHTS`)."""
     for i, n in enumerate(model.graph.node):
         if not n.name:
             n.name = f"{n.op_type}_{i}"
     weights = {t.name for t in model.graph.initializer}
     const_mm = [n for n in model.graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in weights]
     targets = [n.name for n in const_mm if n.input[1].endswith(".weight")] or [n.name for n in const_mm]
+    return targets, [n.name for n in const_mm if n.name not in set(targets)]
+
+
+def _finish_quantized(q, dst: Path, meta_json: str, kind: str, big: bool) -> list[str]:
+    """Writes a quantized graph with the lowest IR version its opsets allow and the export's metadata."""
+    import onnx
+
+    set_lowest_ir_version(q)
+    del q.metadata_props[:]
+    for key, value in ((METADATA_PROP, meta_json), ("vrwkv_edge.graph", kind)):
+        q.metadata_props.add(key=key, value=value)
+    data_name = dst.name + ".data"
+    for f in dst.parent.glob(dst.name + "*.data"):
+        f.unlink()
+    onnx.save_model(q, str(dst), save_as_external_data=big, all_tensors_to_one_file=True, location=data_name)
+    return [dst.name] + ([data_name] if big else [])
+
+
+def _quantize_int4(src: Path, dst: Path, meta_json: str, kind: str) -> list[str]:
+    """Block-wise 4-bit weight-only MatMuls (``MatMulNBits``) with ONNX Runtime's own quantizer, on the same
+    weights as int8 (:func:`_weight_matmuls`); state, norms, decay LoRA and the WKV (standard ops or ``vrwkv``
+    nodes alike) stay float32."""
+    import onnx
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        # Importing the quantizer calls logging.basicConfig(level=INFO), which would route every library's INFO
+        # logs (the ONNX exporter's passes ...) to stderr for the rest of the process; and it logs each node it
+        # skips.  The root logger is restored afterwards.
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        root.setLevel(logging.ERROR)
+        model = onnx.load(str(src))
+        _gemm_to_matmul(model)
+        _, keep = _weight_matmuls(model)
+        big = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
+        quantizer = MatMulNBitsQuantizer(model, bits=INT4_BITS, block_size=INT4_BLOCK_SIZE,
+                                         is_symmetric=INT4_SYMMETRIC, accuracy_level=INT4_ACCURACY_LEVEL,
+                                         nodes_to_exclude=keep, op_types_to_quantize=("MatMul",))
+        quantizer.process()
+    finally:
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
+        root.setLevel(level)
+    q = quantizer.model.model
+    del model, quantizer
+    return _finish_quantized(q, dst, meta_json, kind, big)
+
+
+def _quantize_int8(src: Path, dst: Path, meta_json: str, kind: str) -> list[str]:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(src))
+    _gemm_to_matmul(model)
+    targets, _ = _weight_matmuls(model)
     big = sum(len(t.raw_data) for t in model.graph.initializer) > EXTERNAL_DATA_THRESHOLD
     pre = src.with_name(src.stem + ".matmul.onnx")
     onnx.save_model(model, str(pre), save_as_external_data=big, all_tensors_to_one_file=True,
@@ -208,16 +293,10 @@ def _quantize_int8(src: Path, dst: Path, meta_json: str, kind: str) -> list[str]
                          extra_options={"MatMulConstBOnly": True})
     finally:
         root.setLevel(level)
-    q = onnx.load(str(dst))
-    set_lowest_ir_version(q)
-    del q.metadata_props[:]
-    for key, value in ((METADATA_PROP, meta_json), ("vrwkv_edge.graph", kind)):
-        q.metadata_props.add(key=key, value=value)
-    data_name = dst.name + ".data"
-    for f in dst.parent.glob(dst.name + "*.data"):
-        f.unlink()
-    onnx.save_model(q, str(dst), save_as_external_data=big, all_tensors_to_one_file=True, location=data_name)
-    return [dst.name] + ([data_name] if big else [])
+    return _finish_quantized(onnx.load(str(dst)), dst, meta_json, kind, big)
+
+
+QUANTIZERS = {"int8": _quantize_int8, "int4": _quantize_int4}
 
 
 def _check_onnx(path: Path) -> None:
@@ -241,12 +320,17 @@ def _resolve_model(model_or_ckpt) -> tuple:
 def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize: Optional[str] = None, *,
                  embeds: bool = True, opset: int = DEFAULT_OPSET, chunk_size: int = DEFAULT_CHUNK,
                  tokenizer: Optional[PathLike] = None, prompt_template: Optional[str] = None,
-                 overwrite: bool = False, progress: bool = True, method: str = "blocks") -> Path:
+                 overwrite: bool = False, progress: bool = True, method: str = "blocks",
+                 wkv: str = DEFAULT_WKV_FLAVOUR) -> Path:
     """Exports an RWKV-6/7 language model or a VisualRWKV (a model object or a checkpoint path) to the
     directory ``out_dir``.  A VisualRWKV adds the ``vision`` and ``image_prefill`` graphs (see :mod:`.visual`).
 
     dtype: ``"fp32"`` or ``"fp16"`` (fp16 weights and matmuls; state, decay, norms, WKV in fp32).
-    quantize: ``None`` or ``"int8"`` (dynamic int8 MatMul weights for the CPU; needs ``dtype="fp32"``).
+    quantize: ``None``, ``"int8"`` (dynamic int8 MatMul weights for the CPU) or ``"int4"`` (block-wise 4-bit
+    weight-only ``MatMulNBits``); both need ``dtype="fp32"`` and keep state, norms, decay LoRA and WKV in fp32.
+    wkv: ``"standard"`` (standard ONNX operators) or ``"custom"`` (each layer's WKV, and the Bi-WKV of a
+    Vision-RWKV tower, is one node of the ``vrwkv`` domain: see ``export/README.md`` and
+    :mod:`vrwkv_edge.ops.custom_op_contract`; running it needs the op library).
     embeds: also write ``decode_embeds.onnx`` / ``prefill_embeds.onnx`` (inputs_embeds entry points).
     overwrite: replace an existing ``out_dir`` (the old one is only removed once the new one is complete).
     tokenizer: ``None``/``"auto"`` (bytes for a 256-row byte-level model, else World), ``"world"``, ``"bytes"``
@@ -258,9 +342,11 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
     if dtype not in ("fp32", "fp16"):
         raise ValueError(f"dtype must be 'fp32' or 'fp16', got {dtype!r}")
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
-    if quantize == "int8" and dtype != "fp32":
-        raise ValueError("quantize='int8' quantizes an fp32 graph: use dtype='fp32' with it")
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if quantize is not None and dtype != "fp32":
+        raise ValueError(f"quantize={quantize!r} quantizes an fp32 graph: use dtype='fp32' with it")
+    if wkv not in WKV_FLAVOURS:
+        raise ValueError(f"wkv must be one of {WKV_FLAVOURS}, got {wkv!r}")
     if opset not in SUPPORTED_OPSETS:
         raise ValueError(f"opset {opset} not supported; choose one of {SUPPORTED_OPSETS}")
     if not 1 <= chunk_size <= 32:
@@ -281,7 +367,7 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
         graphs += list(VISUAL_GRAPH_KINDS)
     meta = build_metadata(cfg, dtype=dtype, quantize=quantize, opset=opset, chunk_size=chunk_size, graphs=graphs,
                           tokenizer=tok_meta, prompt_template=prompt_template or PROMPT_TEMPLATES[tok_meta["kind"]],
-                          source=source, parameters=model.num_parameters(), visual=visual)
+                          source=source, parameters=model.num_parameters(), visual=visual, wkv=wkv)
     meta_json = json.dumps(embedded_metadata(meta), sort_keys=True)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -292,16 +378,20 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
     try:
         bar.set_postfix_str(f"prepare {dtype}")
         prepared = prepare_model(model.rwkv if visual_model is not None else model, dtype)
+        if wkv == "custom":
+            prepared.set_wkv_impl(CUSTOM_WKV_IMPL)
         files: list[str] = []
         for kind in graphs:
             bar.set_postfix_str(f"build {kind}")
             if kind == "vision":
-                proto, inits = export_vision_graph(visual_model, opset, visual)
+                proto, inits = export_vision_graph(visual_model, opset, visual, wkv=wkv)
             elif kind == "image_prefill":
                 proto, inits = assemble_graph(prepared, kind, chunk_size=chunk_size, opset=opset,
                                               scan=ImageScan.of(visual_model))
             else:
                 proto, inits = assemble_graph(prepared, kind, chunk_size=chunk_size, opset=opset)
+            if wkv == "custom":
+                check_custom_graph(proto, f"{kind}.onnx", expected_custom_nodes(model, kind))
             bar.update(1)
             path = tmp / f"{kind}.onnx"
             if quantize and kind != "vision":           # the tower stays fp32 (see .visual)
@@ -310,7 +400,7 @@ def export_model(model_or_ckpt, out_dir: PathLike, dtype: str = "fp32", quantize
                 work.mkdir(exist_ok=True)
                 _save_graph(proto, inits, work / path.name, meta_json, kind)
                 del proto, inits
-                files += _quantize_int8(work / path.name, path, meta_json, kind)
+                files += QUANTIZERS[quantize](work / path.name, path, meta_json, kind)
                 shutil.rmtree(work)
                 bar.update(1)
             else:

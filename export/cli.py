@@ -3,9 +3,10 @@
 The main CLI wires these in with :func:`add_export_cli`; each subcommand's handler takes the parsed
 ``argparse.Namespace`` and returns the process exit code (``args.func(args)``)::
 
-    vrwkv-edge export --model CKPT --out DIR [--dtype fp32|fp16] [--quantize int8] [--validate] [--no-embeds]
-                      [--opset 18] [--chunk-size 16] [--overwrite]
+    vrwkv-edge export --model CKPT --out DIR [--dtype fp32|fp16] [--quantize int8|int4] [--wkv standard|custom]
+                      [--validate] [--no-embeds] [--opset 18] [--chunk-size 16] [--overwrite]
     vrwkv-edge export --model VRWKV.pth --out FILE.onnx [--image-size 224] [--vision-output logits|tokens]
+                      [--wkv standard|custom]
 
 A VisualRWKV checkpoint gives the language-model graphs plus ``vision.onnx`` and ``image_prefill.onnx``.
     vrwkv-edge validate DIR --model CKPT [--tolerance T] [--min-agreement A] [--n-tokens N] [--prompt-ids 1,2,3]
@@ -29,9 +30,12 @@ from vrwkv_edge.loading import load_model
 from vrwkv_edge.models import build_model
 from vrwkv_edge.vision_rwkv.loading import official_state_dict
 
-from .artefact import PROMPT_TEMPLATES, export_model
+from vrwkv_edge.ops.custom_op_contract import DEFAULT_WKV_FLAVOUR, DOMAIN, WKV_FLAVOURS
+from vrwkv_edge.runtime.artefact import QUANTIZE_MODES
+
+from .artefact import INT4_BLOCK_SIZE, PROMPT_TEMPLATES, export_model
 from .graphs import DEFAULT_CHUNK, DEFAULT_OPSET, SUPPORTED_OPSETS
-from .validation import validate
+from .validation import DEFAULT_CRITERIA, validate
 from .visual import export_vision_rwkv
 
 
@@ -80,13 +84,14 @@ def cmd_export(args: argparse.Namespace) -> int:
             out = Path(args.out)
             out = out if out.suffix == ".onnx" else out / "vision_rwkv.onnx"
             export_vision_rwkv(args.model, out, image_size=args.image_size, output=args.vision_output,
-                               opset=args.opset, overwrite=args.overwrite)
+                               opset=args.opset, overwrite=args.overwrite, wkv=args.wkv)
             print(f"exported {out}")
             return EXIT_OK
         model = _load(args.model)
         out = export_model(model, args.out, dtype=args.dtype, quantize=args.quantize, embeds=not args.no_embeds,
                            opset=args.opset, chunk_size=args.chunk_size, overwrite=args.overwrite,
-                           tokenizer=args.tokenizer, prompt_template=args.prompt_template, progress=not args.quiet)
+                           tokenizer=args.tokenizer, prompt_template=args.prompt_template, progress=not args.quiet,
+                           wkv=args.wkv)
     except _errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -120,9 +125,11 @@ def _run_validate(directory: str, model, args) -> int:
 def _validation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("validation")
     g.add_argument("--tolerance", type=float, default=None,
-                   help="max-abs logit difference allowed (default by precision: fp32 1e-4, fp16 0.1, int8 1.0)")
+                   help="max-abs logit difference allowed (default by precision: "
+                        + ", ".join(f"{k} {t:g}" for k, (t, _) in DEFAULT_CRITERIA.items()) + ")")
     g.add_argument("--min-agreement", type=float, default=None,
-                   help="least greedy top-1 agreement, 0..1 (default: fp32 1.0, fp16 0.99, int8 0.9)")
+                   help="least greedy top-1 agreement, 0..1 (default: "
+                        + ", ".join(f"{k} {a:g}" for k, (_, a) in DEFAULT_CRITERIA.items()) + ")")
     g.add_argument("--n-tokens", type=int, default=64, help="greedy decode steps compared (default 64)")
     g.add_argument("--prompt-ids", default=None, help="prompt token ids, comma-separated (default: fixed random)")
     g.add_argument("--providers", default=None, help="ONNX Runtime providers, comma-separated (cpu,cuda,tensorrt)")
@@ -137,7 +144,12 @@ def add_export_cli(subparsers) -> None:
     p.add_argument("--model", required=True, help="checkpoint (.pth/.safetensors) or random:PRESET[:SEED]")
     p.add_argument("--out", required=True, help="output directory (appears whole or not at all)")
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
-    p.add_argument("--quantize", choices=("int8",), default=None, help="int8 dynamic MatMul weights (CPU)")
+    p.add_argument("--quantize", choices=tuple(q for q in QUANTIZE_MODES if q), default=None,
+                   help="int8: dynamic int8 MatMul weights (CPU); int4: block-wise 4-bit weight-only MatMulNBits "
+                        f"(block {INT4_BLOCK_SIZE}, symmetric); both keep state, norms, decay and WKV in fp32")
+    p.add_argument("--wkv", choices=WKV_FLAVOURS, default=DEFAULT_WKV_FLAVOUR,
+                   help="standard: the WKV in standard ONNX operators (default); custom: one node per WKV in ONNX "
+                        f"domain '{DOMAIN}' (needs the op library; see export/README.md)")
     p.add_argument("--validate", action="store_true", help="compare with PyTorch after exporting")
     p.add_argument("--no-embeds", action="store_true", help="skip the inputs_embeds graphs")
     p.add_argument("--opset", type=int, choices=SUPPORTED_OPSETS, default=DEFAULT_OPSET)

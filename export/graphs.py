@@ -194,12 +194,16 @@ class BlockGraph(nn.Module):
 
 def _dynamo_export(module: nn.Module, args: tuple, input_names: list[str], output_names: list[str],
                    dynamic_shapes, opset: int):
+    """``torch.onnx.export`` (dynamo) with the translations of the ``vrwkv`` custom ops (:mod:`.custom_nodes`):
+    a module running the ``custom`` WKV implementation gets one ``vrwkv`` node per WKV, any other is unaffected."""
+    from .custom_nodes import TRANSLATION_TABLE
+
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         return torch.onnx.export(module, args, None, dynamo=True, opset_version=trace_opset(opset),
                                  input_names=input_names,
                                  output_names=output_names, dynamic_shapes=dynamic_shapes, optimize=True,
-                                 verbose=False, report=False)
+                                 verbose=False, report=False, custom_translation_table=TRANSLATION_TABLE)
 
 
 def check_opset(opset: int) -> None:
@@ -395,17 +399,45 @@ def _value_info(spec: dict):
 
 
 def _set_io_shapes(graph, io: dict) -> None:
-    """Names the dynamic dimensions ``batch`` / ``seq`` on the graph inputs and outputs."""
+    """Names the dynamic dimensions of a traced graph as ``io`` (:func:`graph_io`) does: ``batch`` / ``seq`` on
+    the inputs and outputs, and every intermediate shape that uses the tracer's symbol for the same dimension
+    (``s81`` ...) under the same name, so no tool shows a tracer's symbol.  A graph input or output that ``io``
+    does not list, or a dynamic dimension it gives no name, is an error: a runtime would not know what it is."""
+    from onnx import AttributeProto
+
     specs = {s["name"]: s for s in io["inputs"] + io["outputs"]}
+    renamed: dict[str, str] = {}
     for v in list(graph.input) + list(graph.output):
         spec = specs.get(v.name)
         if spec is None:
-            continue
+            raise ValueError(f"graph {graph.name!r}: {v.name} is not among the expected inputs/outputs "
+                             f"{sorted(specs)}")
         dims = v.type.tensor_type.shape.dim
+        if len(dims) != len(spec["shape"]):
+            raise ValueError(f"graph {graph.name!r}: {v.name} has rank {len(dims)}, expected shape {spec['shape']}")
         for d, want in zip(dims, spec["shape"]):
             if isinstance(want, str):
+                if d.HasField("dim_param") and d.dim_param != want:
+                    renamed[d.dim_param] = want
                 d.Clear()
                 d.dim_param = want
+            elif not d.HasField("dim_value"):
+                raise ValueError(f"graph {graph.name!r}: {v.name} has a dynamic dimension where {spec['shape']} "
+                                 f"is static (the tracer did not specialise it)")
+
+    def rename(g):
+        for v in list(g.input) + list(g.output) + list(g.value_info):
+            for d in v.type.tensor_type.shape.dim:
+                if d.HasField("dim_param") and d.dim_param in renamed:
+                    d.dim_param = renamed[d.dim_param]
+        for n in g.node:
+            for a in n.attribute:
+                if a.type == AttributeProto.GRAPH:
+                    rename(a.g)
+                elif a.type == AttributeProto.GRAPHS:
+                    for sg in a.graphs:
+                        rename(sg)
+    rename(graph)
 
 
 def _np(t: Tensor):

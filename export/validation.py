@@ -29,7 +29,7 @@ from vrwkv_edge.models.base import RWKVModel
 from vrwkv_edge.runtime.ort import load_onnx_model
 from vrwkv_edge.visualrwkv.model import VisualRWKV
 
-DEFAULT_CRITERIA = {"fp32": (1e-4, 1.0), "fp16": (0.1, 0.99), "int8": (1.0, 0.90)}
+DEFAULT_CRITERIA = {"fp32": (1e-4, 1.0), "fp16": (0.1, 0.99), "int8": (1.0, 0.90), "int4": (1.0, 0.90)}
 DEFAULT_PROMPT_LEN = 24
 
 
@@ -96,7 +96,7 @@ def validate(directory: PathLike, ckpt_or_model, prompt_ids: Optional[Sequence[i
                          f"the model exported to {directory} ({oc.version}, L={oc.n_layer}, C={oc.n_embd}, "
                          f"V={oc.vocab_size})")
     meta = ort.metadata
-    precision = "int8" if meta.get("quantize") == "int8" else meta["dtype"]
+    precision = meta.get("quantize") or meta["dtype"]
     tol_d, agr_d = DEFAULT_CRITERIA[precision]
     tolerance = tol_d if tolerance is None else float(tolerance)
     min_agreement = agr_d if min_agreement is None else float(min_agreement)

@@ -35,6 +35,10 @@ from vrwkv_edge.vision_rwkv import VisionRWKV, load_vision_rwkv
 from vrwkv_edge.vision_rwkv.image import IMAGENET_MEAN_255, IMAGENET_STD_255, RESIZE_RATIO
 from vrwkv_edge.visualrwkv.model import VisualRWKV, project, tower_features
 
+from vrwkv_edge.ops.custom_op_contract import DEFAULT_WKV_FLAVOUR, WKV_FLAVOURS
+from vrwkv_edge.runtime.artefact import wkv_metadata
+
+from .custom_nodes import check_custom_graph, expected_custom_nodes, use_custom_wkv
 from .graphs import DEFAULT_OPSET, _set_io_shapes, _strip_trace_info, check_opset, graph_io, trace_opset
 from .opset import set_lowest_ir_version, to_opset17
 
@@ -82,16 +86,28 @@ class VisionGraph(nn.Module):
         return project(self.proj, tower_features(self.vit, self.vcfg, p)).float()
 
 
-def _trace(module: nn.Module, args: tuple, input_names: list, output_names: list, opset: int):
+def _check_wkv_flavour(wkv: str) -> None:
+    if wkv not in WKV_FLAVOURS:
+        raise ValueError(f"wkv must be one of {WKV_FLAVOURS}, got {wkv!r}")
+
+
+def _trace(module: nn.Module, args: tuple, io: dict, opset: int):
+    """Traces ``module`` with a dynamic batch (dimension 0 of every input) and the ``vrwkv`` custom-op
+    translations; the inputs and outputs are named, and their dimensions named, as ``io`` says."""
+    from .custom_nodes import TRANSLATION_TABLE
+
     D = torch.export.Dim.DYNAMIC
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(module, args, None, dynamo=True, opset_version=trace_opset(opset),
-                                 input_names=input_names,
-                                 output_names=output_names, dynamic_shapes=(tuple({0: D} for _ in args),),
-                                 optimize=True, verbose=False, report=False)
+                                 input_names=[i["name"] for i in io["inputs"]],
+                                 output_names=[o["name"] for o in io["outputs"]],
+                                 dynamic_shapes=(tuple({0: D} for _ in args),),
+                                 optimize=True, verbose=False, report=False,
+                                 custom_translation_table=TRANSLATION_TABLE)
     proto = prog.model_proto
     _strip_trace_info(proto.graph)
+    _set_io_shapes(proto.graph, io)
     got = {o.domain: o.version for o in proto.opset_import}.get("", opset)
     if got != trace_opset(opset):
         raise RuntimeError(f"the traced vision graph has opset {got}, {trace_opset(opset)} was requested")
@@ -106,16 +122,20 @@ def example_pixels(model: VisualRWKV, batch: int = 2) -> tuple[Tensor, ...]:
     return tuple(torch.randn(batch, 3, t.size, t.size, generator=gen) for t in model.transforms.values())
 
 
-def export_vision_graph(model: VisualRWKV, opset: int = DEFAULT_OPSET, visual: Optional[dict] = None):
+def export_vision_graph(model: VisualRWKV, opset: int = DEFAULT_OPSET, visual: Optional[dict] = None,
+                        wkv: str = DEFAULT_WKV_FLAVOUR):
     """The ONNX ``vision`` graph of a VisualRWKV, dynamic batch: ``(onnx.ModelProto, initializers)``, the
     weights apart (as :func:`~.graphs.assemble_graph` returns them), so that the artefact writer can put a
-    tower over 2 GiB (v7.00's three towers hold ~0.8B parameters) into external data."""
+    tower over 2 GiB (v7.00's three towers hold ~0.8B parameters) into external data.  ``wkv="custom"``: a
+    Vision-RWKV tower's Bi-WKV is one ``vrwkv`` node per layer (other towers have no WKV)."""
     check_opset(opset)
+    _check_wkv_flavour(wkv)
     visual = visual or visual_metadata(model)
     io = graph_io("vision", model.cfg, visual)
-    proto = _trace(VisionGraph(model), example_pixels(model), [i["name"] for i in io["inputs"]],
-                   [o["name"] for o in io["outputs"]], opset)
-    _set_io_shapes(proto.graph, io)
+    graph = VisionGraph(model)
+    if wkv == "custom":
+        use_custom_wkv(graph)
+    proto = _trace(graph, example_pixels(model), io, opset)
     inits = list(proto.graph.initializer)
     del proto.graph.initializer[:]
     return proto, inits
@@ -134,17 +154,29 @@ class _VRWKVGraph(nn.Module):
         return self.model.forward_tokens(pixels[0])
 
 
+def classifier_io(model: VisionRWKV, image_size: int, output: str) -> dict:
+    """Inputs and outputs of a Vision-RWKV classifier graph (as :func:`graph_io` describes an artefact's)."""
+    cfg = model.config
+    tokens = -(-image_size // cfg.patch_size) ** 2            # the patch embedding pads to a multiple of the patch
+    shape = (["batch", cfg.num_classes] if output == "logits" else ["batch", tokens, cfg.embed_dims])
+    return {"inputs": [{"name": PIXEL_INPUT, "dtype": "float32", "shape": ["batch", 3, image_size, image_size]}],
+            "outputs": [{"name": output, "dtype": "float32", "shape": shape}]}
+
+
 def export_vision_rwkv(model_or_ckpt, out_path: PathLike, *, image_size: Optional[int] = None,
-                       output: str = "logits", opset: int = DEFAULT_OPSET, overwrite: bool = False) -> Path:
+                       output: str = "logits", opset: int = DEFAULT_OPSET, overwrite: bool = False,
+                       wkv: str = DEFAULT_WKV_FLAVOUR) -> Path:
     """Writes a Vision-RWKV model (a :class:`~vrwkv_edge.vision_rwkv.VisionRWKV` or an official checkpoint path) as
     one ONNX file: ``pixel_values [batch, 3, S, S]`` -> ``logits [batch, classes]`` (``output="logits"``) or
     ``tokens [batch, T, C]`` (``output="tokens"``, the backbone after its final norm).  ``S`` = ``image_size``
     (default: the model's test size); the batch is dynamic.  The Bi-WKV is exported in its exact scan form.
-    The file is written to a temporary name and renamed (never half-written); metadata in ``metadata_props``."""
+    The file is written to a temporary name and renamed (never half-written); metadata in ``metadata_props``
+    (with the ``wkv`` flavour).  ``wkv="custom"``: each layer's Bi-WKV is one ``vrwkv`` node (``BiWKV`` with the
+    model's ``semantics``, or ``BiWKV6``), see ``export/README.md``."""
     import onnx
 
-
     check_opset(opset)
+    _check_wkv_flavour(wkv)
     if output not in ("logits", "tokens"):
         raise ValueError(f"output must be 'logits' or 'tokens', got {output!r}")
     model = model_or_ckpt if isinstance(model_or_ckpt, VisionRWKV) else load_vision_rwkv(model_or_ckpt)
@@ -155,11 +187,15 @@ def export_vision_rwkv(model_or_ckpt, out_path: PathLike, *, image_size: Optiona
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     size = int(image_size or model.config.test_size)
     model = copy.deepcopy(model).float().eval()
+    if wkv == "custom":
+        use_custom_wkv(model)
     gen = torch.Generator().manual_seed(0)
     proto = _trace(_VRWKVGraph(model, output), (torch.randn(2, 3, size, size, generator=gen),),
-                   [PIXEL_INPUT], [output], opset)
+                   classifier_io(model, size, output), opset)
+    if wkv == "custom":
+        check_custom_graph(proto, str(out), expected_custom_nodes(model, "classifier"))
     meta = {"format": "vrwkv_edge.vision_rwkv.onnx", "config": asdict(model.config), "image_size": size,
-            "output": output, "preprocess": {"resize_short_side": int(round(size * RESIZE_RATIO)),
+            "output": output, "wkv": wkv_metadata(wkv), "preprocess": {"resize_short_side": int(round(size * RESIZE_RATIO)),
                                              "center_crop": size, "mean": list(IMAGENET_MEAN_255),
                                              "std": list(IMAGENET_STD_255), "scale": "0..255 pixel values"}}
     proto.metadata_props.add(key="vrwkv_edge.metadata", value=json.dumps(meta, sort_keys=True))

@@ -3,7 +3,9 @@
 A :class:`WkvImpl` bundles the four WKV entry points the models call.  ``"torch"`` (the default) is this
 package's pure-PyTorch ops (the per-token step and the exact chunked form; exportable, differentiable).  Other
 implementations register themselves under their own name, e.g. ``"native"`` (the C++ / CUDA kernels of
-``csrc/``, bound by :mod:`vrwkv_edge.native` once built with ``vrwkv-edge build-native``).  Every implementation
+``csrc/``, bound by :mod:`vrwkv_edge.native` once built with ``vrwkv-edge build-native``) and ``"custom"``
+(:mod:`vrwkv_edge.ops.custom_ops`: each WKV one torch custom op, which the exporter writes as one node of the
+``vrwkv`` ONNX domain: ``vrwkv-edge export --wkv custom``).  Every implementation
 keeps the contract of :mod:`vrwkv_edge.ops.wkv6` / :mod:`vrwkv_edge.ops.wkv7`: ``[B, T, H, N]`` activations,
 float32 key-major state ``[B, H, N, N]`` in and out, float32 outputs, inputs never modified.
 
@@ -22,7 +24,7 @@ from .wkv7 import wkv7_chunked, wkv7_step
 DEFAULT_WKV_IMPL = "torch"
 # Implementations that live in modules of their own, imported (by name, so no import edge is created) the first
 # time they are asked for; importing the module registers the implementation or explains why it cannot.
-PROVIDERS = {"native": "vrwkv_edge.native"}
+PROVIDERS = {"native": "vrwkv_edge.native", "custom": "vrwkv_edge.ops.custom_ops"}
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import vrwkv_edge
 from vrwkv_edge.config import RWKVConfig
 from vrwkv_edge.fileio import PathLike
+from vrwkv_edge.ops.custom_op_contract import DEFAULT_WKV_FLAVOUR, DOMAIN, OP_VERSION
 from vrwkv_edge.state import State
 from vrwkv_edge.tokenizer import ByteTokenizer, load_tokenizer
 from vrwkv_edge.visualrwkv.model import VisualConfig
@@ -50,7 +52,23 @@ LM_GRAPH_KINDS = ("decode", "decode_embeds", "prefill", "prefill_embeds")
 VISUAL_GRAPH_KINDS = ("image_prefill", "vision")
 GRAPH_KINDS = LM_GRAPH_KINDS + VISUAL_GRAPH_KINDS
 
-QUANTIZE_MODES = (None, "int8")
+QUANTIZE_MODES = (None, "int8", "int4")
+
+
+# ---- the WKV flavour -------------------------------------------------------------------------------------
+def wkv_metadata(flavour: str) -> dict:
+    """The metadata's ``wkv`` section: standard ONNX ops (no op library needed), or one node per WKV in the
+    ``vrwkv`` domain at this package's op version (:mod:`vrwkv_edge.ops.custom_op_contract`)."""
+    if flavour == "standard":
+        return {"flavour": "standard", "domain": None, "op_version": None}
+    if flavour == "custom":
+        return {"flavour": "custom", "domain": DOMAIN, "op_version": OP_VERSION}
+    raise ValueError(f"unknown WKV flavour {flavour!r}; choose 'standard' or 'custom'")
+
+
+def artefact_wkv(meta: dict) -> dict:
+    """The ``wkv`` section of (checked) metadata; exports written before it existed are the standard flavour."""
+    return meta.get("wkv") or wkv_metadata(DEFAULT_WKV_FLAVOUR)
 
 
 class ArtefactError(ValueError):
@@ -201,6 +219,8 @@ def check_metadata(meta: object, where: str = METADATA_FILE) -> dict:
         for side in ("inputs", "outputs"):
             if entry.get(side) != io[side]:
                 raise ArtefactError(f"{where}: graphs.{kind}.{side} do not match the model sizes in metadata")
+    _check_wkv(meta, where)
+    _check_quantize(meta, where)
     tok = meta["tokenizer"]
     if tok["kind"] == "world" and tok["file"] is None:
         raise ArtefactError(f"{where}: tokenizer.file is missing: a World tokenizer reads its vocabulary file")
@@ -208,6 +228,30 @@ def check_metadata(meta: object, where: str = METADATA_FILE) -> dict:
         raise ArtefactError(f"{where}: a byte-level tokenizer has no file and needs at least 256 embedding rows "
                             f"(model.vocab_size {cfg.vocab_size})")
     return meta
+
+
+def _check_wkv(meta: dict, where: str) -> None:
+    """A custom-op export runs only where its ``vrwkv`` nodes are implemented at the version it was written
+    with; this package (and the op library built from it) implements :data:`OP_VERSION`."""
+    wkv = artefact_wkv(meta)
+    if wkv != wkv_metadata(wkv["flavour"]) and wkv["flavour"] == "custom" and wkv["domain"] == DOMAIN:
+        raise ArtefactError(f"{where}: wkv.op_version {wkv['op_version']}: this export's {DOMAIN} nodes are "
+                            f"version {wkv['op_version']}, but vrwkv_edge {vrwkv_edge.__version__} implements "
+                            f"{DOMAIN} version {OP_VERSION}; re-export the model with this vrwkv_edge, or use "
+                            f"a vrwkv_edge release whose op version is {wkv['op_version']}")
+    if wkv != wkv_metadata(wkv["flavour"]):
+        raise ArtefactError(f"{where}: wkv {wkv} is not a WKV flavour this vrwkv_edge writes "
+                            f"({wkv_metadata('standard')} or {wkv_metadata('custom')})")
+
+
+def _check_quantize(meta: dict, where: str) -> None:
+    quant = meta.get("quantization")
+    if (meta["quantize"] is None) != (quant is None):
+        raise ArtefactError(f"{where}: quantize {meta['quantize']!r} and quantization {quant!r} disagree")
+    if meta["quantize"] is not None and (meta["dtype"] != "fp32" or quant.get("precision") not in (None, meta["quantize"])):
+        raise ArtefactError(f"{where}: quantize {meta['quantize']!r} needs dtype fp32 and a matching "
+                            f"quantization.precision (got dtype {meta['dtype']!r}, precision "
+                            f"{quant.get('precision')!r})")
 
 
 def artefact_tokenizer(directory: PathLike, meta: dict):

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.biwkv import bi_wkv, bi_wkv6, bi_wkv6_ref, bi_wkv_official, bi_wkv_official_ref, bi_wkv_ref
+from ..ops.custom_ops import bi_wkv6_custom, bi_wkv_custom_formula, bi_wkv_custom_official
 
 VARIANTS = ("vrwkv", "vrwkv6")
 LN_EPS = 1e-5
@@ -408,8 +409,17 @@ class VisionRWKV(nn.Module):
 # default; "official_ref" is the operation-by-operation port of the kernel; "formula" is the paper formula in
 # O(T), "ref" the same in O(T^2).  VRWKV6: the official kernel computes the formula (no split, no eps), so
 # "official" and "formula" are the same exact chunked form and "official_ref" and "ref" the O(T^2) formula.
-BI_WKV = {"official": bi_wkv_official, "official_ref": bi_wkv_official_ref, "formula": bi_wkv, "ref": bi_wkv_ref}
-BI_WKV6 = {"official": bi_wkv6, "official_ref": bi_wkv6_ref, "formula": bi_wkv6, "ref": bi_wkv6_ref}
+# "custom_*" / "custom": the same arithmetic as one torch custom op each (:mod:`vrwkv_edge.ops.custom_ops`), which
+# the exporter writes as one node of the ``vrwkv`` ONNX domain (``BiWKV`` with its ``semantics``, ``BiWKV6``).
+BI_WKV = {"official": bi_wkv_official, "official_ref": bi_wkv_official_ref, "formula": bi_wkv, "ref": bi_wkv_ref,
+          "custom_official": bi_wkv_custom_official, "custom_formula": bi_wkv_custom_formula}
+BI_WKV6 = {"official": bi_wkv6, "official_ref": bi_wkv6_ref, "formula": bi_wkv6, "ref": bi_wkv6_ref,
+           "custom": bi_wkv6_custom}
+# The custom-op implementation that computes what each implementation computes (VRWKV: the node's semantics).
+CUSTOM_WKV_IMPLS = {"vrwkv": {"official": "custom_official", "official_ref": "custom_official",
+                              "formula": "custom_formula", "ref": "custom_formula",
+                              "custom_official": "custom_official", "custom_formula": "custom_formula"},
+                    "vrwkv6": {name: "custom" for name in BI_WKV6}}
 WKV_IMPL_ALIASES = {"fast": "formula", "kernel": "official"}
 
 
