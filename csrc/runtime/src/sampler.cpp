@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "sampling_kernels.hpp"
 #include "vrwkv_runtime/runtime.hpp"
 
 namespace vrwkv {
@@ -48,49 +49,47 @@ void Sampler::reset() {
 
 int32_t Sampler::operator()(const float* logits) {
   const size_t V = counts_.size();
-  // float32 arithmetic in torch's order: logits - (presence * seen + frequency * counts)
+  // Without penalties the row is used as it is (x - 0.0f == x for every float, NaN and -0.0 included) and the
+  // counts, which only feed the penalties, are not kept: a greedy step is one pass over the logits.
   const float pres = p_.presence_penalty, freq = p_.frequency_penalty;
+  const bool penalized = pres != 0.0f || freq != 0.0f;
+  const float* work = logits;
   bool any_finite = false;
-  for (size_t i = 0; i < V; ++i) {
-    float pen = pres * (counts_[i] > 0 ? 1.0f : 0.0f) + freq * counts_[i];
-    work_[i] = logits[i] - pen;
-    any_finite |= std::isfinite(logits[i]);
+  size_t token = 0;
+  if (!penalized && p_.temperature == 0.0f) {  // greedy: the finiteness check comes with the argmax
+    token = sampling::argmax_fast(logits, V, &any_finite);
+  } else if (penalized) {
+    // float32 arithmetic in torch's order: logits - (presence * seen + frequency * counts)
+    for (size_t i = 0; i < V; ++i) {
+      float pen = pres * (counts_[i] > 0 ? 1.0f : 0.0f) + freq * counts_[i];
+      work_[i] = logits[i] - pen;
+      any_finite |= std::isfinite(logits[i]);
+    }
+    work = work_.data();
+  } else {
+    for (size_t i = 0; i < V; ++i) any_finite |= std::isfinite(logits[i]);
   }
   if (!any_finite) throw Error(Error::Kind::Input, "the model produced logits with no finite value (NaN/inf): cannot sample");
-  size_t token = 0;
   if (p_.temperature == 0.0f) {
-    for (size_t i = 1; i < V; ++i)  // torch.argmax: the first maximum; NaN counts as the maximum
-      if (!(work_[i] <= work_[token]) && !std::isnan(work_[token])) token = i;
+    if (penalized) token = sampling::argmax_fast(work, V);
   } else {
     double mx = -INFINITY;
-    for (size_t i = 0; i < V; ++i) mx = std::max(mx, double(work_[i]));
+    for (size_t i = 0; i < V; ++i) mx = std::max(mx, double(work[i]));
     double sum = 0;
-    for (size_t i = 0; i < V; ++i) sum += (probs_[i] = std::exp(double(work_[i]) - mx));
+    for (size_t i = 0; i < V; ++i) sum += (probs_[i] = std::exp(double(work[i]) - mx));
     for (size_t i = 0; i < V; ++i) probs_[i] /= sum;
-    bool sorted = false;
-    auto sort_desc = [&] {
-      if (sorted) return;
-      for (size_t i = 0; i < V; ++i) order_[i] = int32_t(i);
-      std::stable_sort(order_.begin(), order_.end(), [&](int32_t a, int32_t b) { return probs_[size_t(a)] > probs_[size_t(b)]; });
-      sorted = true;
-    };
+    const bool finite = std::isfinite(sum);  // else NaN probabilities: the plain forms, whatever they make of it
     if (p_.top_k > 0 && size_t(p_.top_k) < V) {  // keep probabilities >= the k-th largest (ties kept)
-      sort_desc();
-      double kth = probs_[size_t(order_[size_t(p_.top_k) - 1])];
+      double kth = finite ? sampling::kth_largest_fast(probs_, scratch_, size_t(p_.top_k))
+                          : sampling::kth_largest_reference(probs_, order_, size_t(p_.top_k));
       for (size_t i = 0; i < V; ++i)
         if (probs_[i] < kth) probs_[i] = 0;
     }
     if (p_.top_p < 1.0f) {  // the smallest most-likely set whose mass reaches top_p (at least one token)
-      sort_desc();
       double total = 0;
       for (size_t i = 0; i < V; ++i) total += probs_[i];
-      double before = 0, limit = double(p_.top_p) * total;
-      for (size_t r = 0; r < V; ++r) {
-        double& pr = probs_[size_t(order_[r])];
-        double here = pr;
-        if (r > 0 && !(before < limit)) pr = 0;
-        before += here;
-      }
+      if (finite) sampling::top_p_fast(probs_, order_, double(p_.top_p), total);
+      else sampling::top_p_reference(probs_, order_, double(p_.top_p), total);
     }
     if (p_.temperature != 1.0f) {
       double inv = 1.0 / double(p_.temperature);
@@ -109,8 +108,11 @@ int32_t Sampler::operator()(const float* logits) {
       if (u < acc) break;
     }
   }
-  for (auto& c : counts_) c *= p_.penalty_decay;
-  counts_[token] += 1.0f;
+  if (penalized) {
+    if (p_.penalty_decay != 1.0f)
+      for (auto& c : counts_) c *= p_.penalty_decay;
+    counts_[token] += 1.0f;
+  }
   return int32_t(token);
 }
 

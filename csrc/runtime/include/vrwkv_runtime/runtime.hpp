@@ -220,7 +220,7 @@ class Sampler {
  private:
   SamplingParams p_;
   std::vector<float> counts_, work_;
-  std::vector<double> probs_;
+  std::vector<double> probs_, scratch_;  // scratch_: top-k's partial selection
   std::vector<int32_t> order_;
   uint64_t seed_ = 0;
   std::mt19937_64 rng_;
