@@ -336,3 +336,172 @@ def test_scan_form_has_no_loop_per_token(monkeypatch, fn, bound):
     monkeypatch.setattr(ops, "_merge", lambda *a: calls.append(1) or real(*a))
     fn(*f32(*biwkv_inputs(1024)), method="scan")
     assert len(calls) <= bound
+
+
+# ---- the compact form (exported graphs) -----------------------------------------------------------------------
+
+from vrwkv_edge.ops.biwkv import (COMPACT_MAX_U, COMPACT_MAX_WT, _bi_wkv_compact,  # noqa: E402
+                                  _official_compact, compact_form_is_exact)
+
+COMPACT_T = [1, 2, 7, 31, 32, 33, 64, 196, 197, 577, 1024]
+
+
+@pytest.mark.parametrize("T", COMPACT_T)
+def test_compact_forms_match_the_references(T):
+    """Model-like inputs: the compact formula and official forms (fp32) against the fp64 references."""
+    args = biwkv_inputs(T, C=5, B=2, seed=100 + T)
+    assert rel_err(bi_wkv_ref(*args), bi_wkv(*f32(*args), method="compact")) <= 1e-5
+    assert rel_err(bi_wkv_official_ref(*args), bi_wkv_official(*f32(*args), method="compact")) <= 1e-5
+
+
+@pytest.mark.parametrize("T", [2, 33, 100])
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_compact_formula_is_the_formula_in_fp64(T, chunk):
+    """Any chunking of the prefix sums is an exact re-association (fp64: rounding only)."""
+    args = biwkv_inputs(T, C=3, B=2, seed=chunk)
+    assert rel_err(bi_wkv_ref(*args), bi_wkv(*args, method="compact", chunk_size=chunk)) <= 1e-12
+    assert rel_err(bi_wkv_official_ref(*args), bi_wkv_official(*args, method="compact")) <= 1e-12
+
+
+def at_compact_bounds(T, seed, spread):
+    """w at +-COMPACT_MAX_WT / T and u at +-COMPACT_MAX_U (both signs, all four combinations over the channels),
+    keys rescaled to span exactly ``spread`` per image and channel."""
+    w, u, k, v = biwkv_inputs(T, C=8, B=2, seed=seed)
+    sign = torch.tensor([1.0, -1.0] * 4, dtype=torch.float64)
+    w = sign * COMPACT_MAX_WT / T
+    u = sign.view(4, 2).flip(1).reshape(8) * COMPACT_MAX_U
+    k = (k - k.amin(1, keepdim=True)) / (k.amax(1, keepdim=True) - k.amin(1, keepdim=True)) * spread
+    return w, u, k, v
+
+
+@pytest.mark.parametrize("T", [2, 33, 196, 1024])
+def test_compact_forms_at_their_bounds(T):
+    """|w| T and |u| at the bounds, keys spanning MATMUL_MAX_SPREAD: the formula with every sign combination;
+    the official semantics with the signs of the matmul form's bound test (its ghost term subtracts, and in its
+    worst corner every fp32 form of the kernel, scan and matmul included, loses the same digits)."""
+    args = at_compact_bounds(T, seed=T, spread=MATMUL_MAX_SPREAD)
+    assert bool(compact_form_is_exact(*args[:2], T).all())
+    assert rel_err(bi_wkv_ref(*args), bi_wkv(*f32(*args), method="compact")) <= 1e-5
+    w, u, k, v = biwkv_inputs(T, seed=T)
+    k = (k - k.amin(1, keepdim=True)) / (k.amax(1, keepdim=True) - k.amin(1, keepdim=True)) * MATMUL_MAX_SPREAD
+    args = (torch.sign(w) * COMPACT_MAX_WT / T, torch.sign(u) * COMPACT_MAX_U, k, v)
+    assert rel_err(bi_wkv_official_ref(*args), bi_wkv_official(*f32(*args), method="compact")) <= 1e-5
+
+
+@pytest.mark.parametrize("T", [33, 577, 1024])
+def test_compact_formula_needs_no_key_bound(T):
+    """The bounds bind w and u only: keys spanning +-100 (e^k overflows fp32) or one key 100 above all others
+    (far terms underflow against e^{max k}) stay exact at |w| T = 30.  The official semantics only with the
+    spike: with keys spread that wide its subtractive ghost term is ill-conditioned in fp32 whatever the form
+    (the scan form loses the same digits)."""
+    w, u, k, v = at_compact_bounds(T, seed=T + 1, spread=1.0)
+    wide = biwkv_inputs(T, C=8, B=2, seed=T + 2, k_std=30.0)[2]
+    spike = torch.zeros_like(k)
+    spike[:, T // 3] = 100.0
+    spike[:, -1] = -100.0
+    for keys in (wide, spike):
+        args = (w, u, keys, v)
+        assert rel_err(bi_wkv_ref(*args), bi_wkv(*f32(*args), method="compact")) <= 1e-5
+    args = (w, u, spike, v)
+    assert rel_err(bi_wkv_official_ref(*args), bi_wkv_official(*f32(*args), method="compact")) <= 1e-5
+
+
+@pytest.mark.parametrize("fn", [bi_wkv, bi_wkv_official])
+def test_compact_refuses_weights_outside_its_bounds(fn):
+    w, u, k, v = biwkv_inputs(40, C=4, seed=2, decay=5.0, per_step=True)    # |w| T up to 200
+    with pytest.raises(ValueError, match=r"method='compact' needs \|w\| T <= 30.*use method='scan'"):
+        fn(*f32(w, u, k, v), method="compact")
+    ok = biwkv_inputs(40, C=4, seed=2)
+    with pytest.raises(ValueError, match=r"\|u\| <= 20"):
+        fn(*f32(ok[0], torch.full_like(ok[1], 21.0), *ok[2:]), method="compact")
+    out = fn(*f32(w, u, k, v))                                              # auto: the exact scan form
+    assert rel_err(bi_wkv_official_ref(w, u, k, v) if fn is bi_wkv_official else bi_wkv_ref(w, u, k, v), out) <= 1e-5
+
+
+def test_compact_graph_answers_nan_where_the_weights_break_the_bounds():
+    """What an exported graph does (it cannot raise): NaN in exactly the offending channels, never a number."""
+    w, u, k, v = f32(*biwkv_inputs(50, C=4, seed=3))
+    w_bad, u_bad = w.clone(), u.clone()
+    w_bad[1] = 31.0 / 50
+    u_bad[3] = -21.0
+    for y in (_bi_wkv_compact(w_bad, u_bad, k, v, 8), _official_compact(w_bad, u_bad, k, v, 2, 1e-6)):
+        assert torch.isnan(y[..., [1, 3]]).all() and torch.isfinite(y[..., [0, 2]]).all()
+
+
+@pytest.mark.parametrize("method", ["compact"])
+def test_compact_gradients(method):
+    args = [x.clone().requires_grad_() for x in biwkv_inputs(37, C=3, B=2, seed=5)]
+    for fast, ref in ((bi_wkv, bi_wkv_ref), (bi_wkv_official, bi_wkv_official_ref)):
+        grads_ref = torch.autograd.grad(ref(*args).square().sum(), args)
+        grads = torch.autograd.grad(fast(*args, method=method).square().sum(), args)
+        for name, a, b in zip("wukv", grads_ref, grads):
+            assert rel_err(a, b) <= 1e-9, name
+
+
+class _SpatialWKVs(torch.nn.Module):
+    """The Bi-WKV of a Vision-RWKV layer (weights w, u divided by T as the model does), official and formula
+    semantics, at two token counts: one graph, four outputs, so that one (slow) export covers them all."""
+
+    def __init__(self, C):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.decay = torch.nn.Parameter(torch.rand(C, generator=g) * 8 - 5)
+        self.first = torch.nn.Parameter(torch.randn(C, generator=g))
+
+    def forward(self, k_short, v_short, k_long, v_long):
+        return tuple(fn(self.decay / k.shape[1], self.first / k.shape[1], k, v)
+                     for fn in (bi_wkv_official, bi_wkv) for k, v in ((k_short, v_short), (k_long, v_long)))
+
+
+def _cone_size(graph, output: str) -> int:
+    """Number of nodes that ``output`` depends on."""
+    producer = {o: n for n in graph.node for o in n.output}
+    seen, todo = set(), [output]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is not None and id(node) not in seen:
+            seen.add(id(node))
+            todo.extend(node.input)
+    return len(seen)
+
+
+@pytest.mark.export
+def test_exported_bi_wkv_is_compact_and_exact(tmp_path):
+    """While exporting, ``auto`` takes the compact form: in the ONNX graph each Bi-WKV has the same few nodes for
+    33 and 577 tokens (nothing unrolled per chunk, no Loop/Scan), and ONNX Runtime's answers equal the PyTorch
+    references at two batch sizes (the batch is dynamic)."""
+    import warnings
+
+    import onnxruntime as ort
+
+    C, lengths = 6, (33, 577)
+    module = _SpatialWKVs(C)
+    names = ["y_official_33", "y_official_577", "y_formula_33", "y_formula_577"]
+    gen = torch.Generator().manual_seed(1)
+    example = [torch.randn(2, T, C, generator=gen) * 2 for T in lengths for _ in "kv"]
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(module, tuple(example), None, dynamo=True, input_names=["k33", "v33", "k577", "v577"],
+                                 output_names=names, dynamic_shapes=tuple({0: batch} for _ in example),
+                                 optimize=True, verbose=False, report=False)
+    graph = prog.model_proto.graph
+    assert not {"Loop", "Scan", "If"} & {n.op_type for n in graph.node}
+    cones = {name: _cone_size(graph, name) for name in names}
+    # 33 tokens: 17 chunks of 2, 577: 31 chunks of 19 (the scan form unrolls ~sqrt(T) steps: hundreds of nodes);
+    # the optimizer may keep a Reshape more or less.
+    for semantics, budget in (("official", 70), ("formula", 40)):
+        short, long = cones[f"y_{semantics}_33"], cones[f"y_{semantics}_577"]
+        assert abs(short - long) <= 2 and max(short, long) <= budget, cones
+    path = tmp_path / "biwkv.onnx"
+    path.write_bytes(prog.model_proto.SerializeToString())
+    sess = ort.InferenceSession(str(path))
+    for B in (1, 3):
+        xs = [torch.randn(B, T, C, generator=gen) * 2 for T in lengths for _ in "kv"]
+        got = sess.run(None, dict(zip(["k33", "v33", "k577", "v577"], (x.numpy() for x in xs))))
+        with torch.no_grad():
+            for i, (ref, (k, v)) in enumerate((ref, kv) for ref in (bi_wkv_official_ref, bi_wkv_ref)
+                                              for kv in (xs[0:2], xs[2:4])):
+                T = k.shape[1]
+                want = ref(module.decay.double() / T, module.first.double() / T, k.double(), v.double())
+                assert rel_err(want, torch.from_numpy(got[i])) <= 1e-5, names[i]

@@ -314,7 +314,147 @@ def _bi_wkv_scan(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor:
     return num / den                                                            # den >= 1: the anchor's own term
 
 
-BI_WKV_METHODS = ("auto", "matmul", "scan")
+# ---- VRWKV: the compact form (exported graphs) ---------------------------------------------------------------
+
+# Bounds under which the compact form is exact in fp32.  They bind w and u only, never the keys: w and u are
+# weights, so an exported graph's check on them folds to a constant.  With |w| T <= COMPACT_MAX_WT every frame
+# factor e^{+-(j - (T-1)/2) w} lies in [e^-15, e^15]; the largest key (the scale e^{max k}) reaches every token
+# with a weight >= e^{-|w| T} >= e^-30, so the terms lost to underflow (k more than ~70 below the maximum) are
+# below 1e-18 of every row's denominator, whatever the key spread; |u| <= COMPACT_MAX_U keeps e^u normal.
+# (The official semantics subtract: at |w| T = 30, w > 0, with |u| or the key spread far beyond 20 and 30, the
+# kernel's own ghost term cancels and every fp32 form, scan and matmul included, loses the same digits.)
+# Trained models sit far inside: w = spatial_decay / T and u = spatial_first / T.
+COMPACT_MAX_WT, COMPACT_MAX_U = 30.0, 20.0
+
+
+def compact_form_is_exact(w: Tensor, u: Tensor, T: int) -> Tensor:
+    """Per channel ([C] bool): whether the compact form is exact for w, u ([C], already divided by T) at T tokens."""
+    return (w.abs() * T <= COMPACT_MAX_WT) & (u.abs() <= COMPACT_MAX_U)
+
+
+def _check_compact_bounds(name: str, w: Tensor, u: Tensor, T: int) -> None:
+    if not bool(compact_form_is_exact(w, u, T).all()):
+        raise ValueError(f"{name}: method='compact' needs |w| T <= {COMPACT_MAX_WT} and |u| <= {COMPACT_MAX_U} "
+                         f"(got max |w| T = {w.abs().max().item() * T:.4g}, max |u| = {u.abs().max().item():.4g}); "
+                         f"use method='scan', exact for any finite input")
+
+
+def _chunk_tokens(x: Tensor, Lc: int, value: float = 0.0) -> Tensor:
+    """[B, T, D] -> [B, n, Lc, D], n = ceil(T / Lc), padded with ``value`` after the last token (the batch as -1:
+    a constant shape in a graph with a dynamic batch)."""
+    T, D = x.shape[1], x.shape[2]
+    n = -(-T // Lc)
+    return F.pad(x, (0, 0, 0, n * Lc - T), value=value).reshape(-1, n, Lc, D)
+
+
+def _unchunk_tokens(x: Tensor, T: int) -> Tensor:
+    """[B, n, Lc, D] -> [B, T, D] (narrow: see :func:`~.chunk_scan.from_chunks`)."""
+    return x.reshape(-1, x.shape[1] * x.shape[2], x.shape[3]).narrow(1, 0, T)
+
+
+# Which sources (columns) each row sums or maximises over; rows: the token (or chunk) being computed.
+def _BEFORE(row: int, col: int) -> bool: return col < row               # noqa: E704
+def _GHOST(row: int, col: int) -> bool: return 0 < col <= row           # noqa: E704
+def _FROM(row: int, col: int) -> bool: return col >= row                # noqa: E704
+
+
+def _index_matrix(n: int, keep, on: float, off: float, like: Tensor) -> Tensor:
+    """[n, n]: ``on`` where ``keep(row, col)``, else ``off``, written from Python numbers so that a traced graph
+    holds it as one constant (built from aranges and comparisons it would cost ~5 traced ops per mask)."""
+    return torch.tensor([[on if keep(r, c) else off for c in range(n)] for r in range(n)], dtype=like.dtype,
+                        device=like.device)
+
+
+def _sum_matrix(n: int, keep, like: Tensor) -> Tensor:
+    """[n, n] 0/1 matrix: a masked sum over the sources is one MatMul."""
+    return _index_matrix(n, keep, 1.0, 0.0, like)
+
+
+def _max_mask(n: int, keeps: tuple, like: Tensor) -> Tensor:
+    """[n, n, len(keeps) * C] additive mask (0 kept, NEG dropped), one ``keep`` per block of C channels: a masked
+    maximum over the sources is one Add and one ReduceMax (ONNX has no CumMax)."""
+    C = like.shape[-1] // len(keeps)
+    masks = torch.stack([_index_matrix(n, keep, 0.0, NEG, like) for keep in keeps], -1)      # [n, n, len(keeps)]
+    return masks.repeat_interleave(C, -1)
+
+
+def _compact_sums(w: Tensor, k: Tensor, v: Tensor, Lc: int, ghost: bool) -> tuple:
+    """The terms of the compact form in chunks of Lc tokens, layout [B, n, Lc, 2C] (numerator channels, then
+    denominator channels; w, u, frames repeated over both halves).
+
+    ``z_j = e^{k_j - max k} (v_j, 1)``; with the frames ``a_j = (j - (T-1)/2) w`` a weight e^{-(t-j) w} is
+    e^{-a_t} e^{a_j}, two factors in [e^{-|w| T / 2}, e^{|w| T / 2}] (centred: half the range).  For t in the
+    chunk starting at s, by 0/1 matrices over the Lc tokens of a chunk and over the n chunks (MatMuls: no loop,
+    nothing subtracted, each sum at most max(Lc, n) terms)::
+
+        before_t = sum_{j<s} e^{a_j} z_j          inside_t   = sum_{s<=j<t} e^{a_j} z_j
+        after_t  = sum_{j>=s+Lc} e^{-a_j} z_j     inside_r_t = sum_{t<j<s+Lc} e^{-a_j} z_j
+        ghost_t  = sum_{s<j<=t} e^{-a_j} z_j      (only when ``ghost``: the official kernel's term)
+
+    Returns ``(kc, m, a, z, before, inside, after, inside_r, ghost_or_None)``: the chunked keys (NEG padding,
+    so e^{NEG - max k} = 0 adds nothing), their maximum [B, 1, 1, C], the frames [1, n, Lc, C]."""
+    T = k.shape[1]
+    kc = _chunk_tokens(k, Lc, NEG)
+    m = kc.amax((1, 2), keepdim=True)
+    ek = torch.exp(kc - m)
+    z = torch.cat([ek * _chunk_tokens(v, Lc), ek], -1)
+    j = torch.arange(T, device=k.device).to(k.dtype)
+    a = _chunk_tokens(((j - (T - 1) / 2).view(T, 1) * w).unsqueeze(0), Lc)
+    fwd, bwd = z * torch.exp(torch.cat([a, a], -1)), z * torch.exp(-torch.cat([a, a], -1))
+    n = kc.shape[1]
+    in_chunk = _sum_matrix(Lc, _BEFORE, k)                              # [t, j]: s <= j < t
+    chunks = _sum_matrix(n, _BEFORE, k)                                 # [p, q]: earlier chunks
+    before = (chunks @ fwd.sum(2)).unsqueeze(2)
+    after = (chunks.mT @ bwd.sum(2)).unsqueeze(2)
+    g = _sum_matrix(Lc, _GHOST, k) @ bwd if ghost else None
+    return kc, m, a, z, before, in_chunk @ fwd, after, in_chunk.mT @ bwd, g
+
+
+def _per_channel_guard(y: Tensor, w: Tensor, u: Tensor, T: int) -> Tensor:
+    """NaN in the channels whose w or u break the compact form's bounds: an exported graph cannot raise, and
+    with weights inside the bounds (every trained model) this folds to a constant and selects y."""
+    return torch.where(compact_form_is_exact(w, u, T), y, float("nan"))
+
+
+def _bi_wkv_compact(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor:
+    """The formula from :func:`_compact_sums` in chunks of L: O(T (L + T/L) C) work, a fixed handful of ops for
+    any T (no loop), exact within the COMPACT_* bounds.  The sums over i < t and i > t at distance |t-i| - 1 are
+    ``e^{w} e^{-a_t} (before + inside)`` and ``e^{w} e^{a_t} (after + inside_r)``."""
+    B, T, C = k.shape
+    _, _, a, z, before, inside, after, inside_r, _ = _compact_sums(w, k, v, L, ghost=False)
+    a2, w2, u2 = torch.cat([a, a], -1), torch.cat([w, w]), torch.cat([u, u])
+    total = torch.exp(w2) * (torch.exp(-a2) * (before + inside) + torch.exp(a2) * (after + inside_r))
+    total = total + torch.exp(u2) * z
+    return _per_channel_guard(_unchunk_tokens(total[..., :C] / total[..., C:], T), w, u, T)
+
+
+def _official_compact(w: Tensor, u: Tensor, k: Tensor, v: Tensor, Lc: int, eps: float) -> Tensor:
+    """The kernel's result (:func:`bi_wkv_official`) from :func:`_compact_sums` in its own chunks of Lc: the left
+    sums ``e^{-a_t} (before + e^{w} inside)`` (distance t-j before the chunk, t-j-1 inside it), the right sums
+    ``e^{a_t} (after + inside_r)`` (distance j-t), the ghost ``(1 - e^w) e^{a_t} ghost`` and the current token;
+    the running maximum o_t of the eps term (see :func:`_official_max_logit`)::
+
+        o_t = max( max_{j<s} k_j + a_j,  max_{s<=j<t} k_j + a_j + w ) - a_t
+            ∨ max( max_{j>=s} k_j - a_j, max_{s<j<=t} k_j - a_j + w ) + a_t   ∨  u + k_t
+
+    from dense masked maxima over the chunks ([n, n]) and inside them ([Lc, Lc]), left and right side stacked
+    over the channels.  O(T Lc C) work, a fixed handful of ops; exact within the COMPACT_* bounds."""
+    B, T, C = k.shape
+    kc, m, a, z, before, inside, after, inside_r, ghost = _compact_sums(w, k, v, Lc, ghost=True)
+    a2, w2, u2 = torch.cat([a, a], -1), torch.cat([w, w]), torch.cat([u, u])
+    total = (torch.exp(-a2) * (before + torch.exp(w2) * inside)
+             + torch.exp(a2) * (after + inside_r - torch.expm1(w2) * ghost) + torch.exp(u2) * z)
+    n = kc.shape[1]
+    logits = torch.cat([kc + a, kc - a], -1)                            # [B, n, Lc, 2C]: left side | right side
+    chunk_max = logits.amax(2).unsqueeze(1) + _max_mask(n, (_BEFORE, _FROM), logits)       # [B, p, q, 2C]
+    inner_max = logits.unsqueeze(2) + _max_mask(Lc, (_BEFORE, _GHOST), logits)            # [B, n, t, j, 2C]
+    both = torch.maximum(chunk_max.amax(2).unsqueeze(2), inner_max.amax(3) + w2) + torch.cat([-a, a], -1)
+    o = torch.maximum(torch.maximum(both[..., :C], both[..., C:]), u + kc)
+    y = total[..., :C] / (total[..., C:] + eps * torch.exp(o - m))
+    return _per_channel_guard(_unchunk_tokens(y, T), w, u, T)
+
+
+BI_WKV_METHODS = ("auto", "matmul", "scan", "compact")
 
 
 def _prepare(name: str, w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str, chunk_size: int | None) -> tuple:
@@ -323,11 +463,15 @@ def _prepare(name: str, w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str,
     if method not in BI_WKV_METHODS:
         raise ValueError(f"{name}: method must be one of {BI_WKV_METHODS}, got {method!r}")
     dt = _compute_dtype(k)
-    w, u, k, v = (x.to(dt) for x in (w, u, k, v))
+    w, u, k, v = (x if x.dtype == dt else x.to(dt) for x in (w, u, k, v))       # (a traced .to is two ops)
+    # A traced graph (ONNX export) cannot branch on the data, nor raise on the weights: it takes the compact form
+    # (a fixed handful of ops, not ~sqrt(T) unrolled steps), whose graph answers NaN in any channel whose w or u
+    # break its bounds (:func:`_per_channel_guard`).  Eager calls check those bounds first.
+    exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()
     if method == "auto":
-        # A traced graph (ONNX export) cannot branch on the data: it takes the form exact for every input.
-        exporting = torch.compiler.is_exporting() or torch.jit.is_tracing()
-        method = "scan" if exporting or not _matmul_is_exact(w, u, k) else "matmul"
+        method = "compact" if exporting else "matmul" if _matmul_is_exact(w, u, k) else "scan"
+    elif method == "compact" and not exporting:
+        _check_compact_bounds(name, w, u, k.shape[1])
     return w, u, k, v, method, chunk_size or math.isqrt(max(k.shape[1] - 1, 0)) + 1     # ceil(sqrt(T))
 
 
@@ -340,7 +484,7 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto", chu
     sync to decide; always scan while a graph is being exported, which cannot branch on data).  ``chunk_size``
     defaults to ceil(sqrt(T)).  Computed in fp32 (fp64 for fp64 inputs); returns that dtype."""
     w, u, k, v, method, L = _prepare("bi_wkv", w, u, k, v, method, chunk_size)
-    return (_bi_wkv_matmul if method == "matmul" else _bi_wkv_scan)(w, u, k, v, L)
+    return {"matmul": _bi_wkv_matmul, "scan": _bi_wkv_scan, "compact": _bi_wkv_compact}[method](w, u, k, v, L)
 
 
 def _shift_in(x: Tensor, dim: int, step: int = 1) -> Tensor:
@@ -456,6 +600,8 @@ def bi_wkv_official(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "a
     Differentiable.  fp32 (fp64 for fp64 inputs); returns [B, T, C]."""
     w, u, k, v, method, L = _prepare("bi_wkv_official", w, u, k, v, method, chunk_size)
     Lc = -(-k.shape[1] // token_split)
+    if method == "compact":
+        return _official_compact(w, u, k, v, Lc, eps)
     return (_official_matmul if method == "matmul" else _official_scan)(w, u, k, v, L, Lc, eps)
 
 
