@@ -25,3 +25,14 @@ def broken_harness():
     _need_gxx()
     from tests.trt.harness import BREAKS, Harness, build_harness
     return {name: Harness(build_harness(name)) for name in BREAKS}
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory):
+    """{"fp32": DIR, "fp16": DIR, "classifier": FILE}: tiny standard-op exports of every graph kind."""
+    from tests.helpers import require_extra
+    require_extra("export")
+    from tests.trt.exports import export_classifier, export_visual
+    root = tmp_path_factory.mktemp("trt-exports")
+    return {"fp32": export_visual(root / "fp32", "fp32"), "fp16": export_visual(root / "fp16", "fp16"),
+            "classifier": export_classifier(root / "classifier.onnx")}

@@ -1,0 +1,28 @@
+"""TensorRT-RTX (pip ``tensorrt-rtx``; its builder runs without a GPU) parses and builds engines for SM89 (the L20's
+architecture) from the tiny fp32 and fp16 standard-op exports of every graph kind, through build-trt's own build
+path (vrwkv_edge.trt.build: strongly typed network, one optimisation profile per graph from its actual inputs)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vrwkv_edge.trt import build as trt_build
+
+pytestmark = pytest.mark.slow
+trt = pytest.importorskip("tensorrt_rtx_bindings", reason="needs tensorrt-rtx (pip) for the CPU-side build check")
+
+
+@pytest.mark.parametrize("which", ["fp32", "fp16", "classifier"])
+def test_rtx_builds_every_graph_kind_for_sm89(tiny_exports, which, capsys):
+    bp = trt_build.plan(tiny_exports[which], max_prefill=64, max_batch=2)
+    expected = ["classifier"] if which == "classifier" else ["decode", "image_prefill", "prefill", "vision"]
+    assert sorted(g.kind for g in bp.graphs) == expected and bp.strongly_typed
+    manifest = trt_build.build_engines(bp, trt, compute_capability=trt.ComputeCapability.SM89)
+    record = json.loads(manifest.read_text())
+    assert record["format"] == trt_build.MANIFEST_FORMAT and record["compute_capability"].endswith("SM89")
+    assert record["state_dtype"] == "float32" and record["precision"] == ("fp32" if which == "classifier" else which)
+    for g in bp.graphs:
+        entry = record["engines"][g.kind]
+        assert g.engine.is_file() and g.engine.stat().st_size == entry["bytes"] > 10_000
+        assert [p["name"] for p in entry["profile"]] == [p.name for p in g.inputs]
