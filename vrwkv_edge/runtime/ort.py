@@ -360,6 +360,14 @@ class OrtModel:
         r = getattr(self._local, "runner", None)
         return r is not None and self._local.generation == self._generation and r.owns(state)
 
+    def run_stats(self) -> dict:
+        """This thread's prebound runs: ``runs`` and ``run_seconds`` spent inside ONNX Runtime's run (a step's
+        time beyond that is this wrapper's overhead); zeros before the first run or with ``io_binding=False``."""
+        r = getattr(self._local, "runner", None)
+        if r is None or not self.io_binding or self._local.generation != self._generation:
+            return {"runs": 0, "run_seconds": 0.0}
+        return {"runs": r.runs, "run_seconds": r.run_seconds}
+
     def _run_feeds(self, kind: str, x: Tensor, state: State) -> tuple[Tensor, State]:
         """The reference path (``io_binding=False``): numpy feeds built per call, outputs allocated by ONNX
         Runtime; the prebound path must give the same numbers bit for bit."""

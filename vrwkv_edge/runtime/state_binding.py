@@ -17,6 +17,7 @@ them and never allocates.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Callable, Optional
 
 import numpy as np
@@ -95,6 +96,8 @@ class PreboundRunner:
         self.bound: dict[tuple[str, int], _Bound] = {}     # (graph kind, source set) -> binding
         self.entries: dict[str, Tensor] = {}                # fixed-shape first inputs, bound once per kind
         self.allocations = 2                                # buffer sets and logits made (for tests)
+        # Time inside ONNX Runtime's run (the rest of a step is this wrapper's overhead), as the C++ Session::Stats.
+        self.runs, self.run_seconds = 0, 0.0
 
     def _new_set(self) -> BufferSet:
         return BufferSet(self.state_shapes, self.logits_shape, self.device)
@@ -169,7 +172,10 @@ class PreboundRunner:
         if self.dev_type == "cuda":                  # torch's copies are queued on its stream; ORT uses its own
             torch.cuda.current_stream(self.device).synchronize()
             b.binding.synchronize_inputs()
+        t0 = time.perf_counter()
         b.session.run_with_iobinding(b.binding)
+        self.run_seconds += time.perf_counter() - t0
+        self.runs += 1
         if self.dev_type == "cuda":
             b.binding.synchronize_outputs()
         out = self.sets[dst]
