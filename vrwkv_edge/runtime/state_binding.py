@@ -115,7 +115,8 @@ class PreboundRunner:
         b = self.bound.get((kind, src))
         if b is not None:
             return b
-        spec, sess = self.specs[kind], self.session_for(kind)
+        sess = self.session_for(kind)                # first: it names a graph the export lacks
+        spec = self.specs[kind]
         binding = sess.io_binding()
         ins, outs = [i["name"] for i in spec["inputs"]], [o["name"] for o in spec["outputs"]]
         for name, t in zip(ins[1:], self.sets[src].tensors):
