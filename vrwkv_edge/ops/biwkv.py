@@ -24,8 +24,18 @@ what :func:`bi_wkv_ref` computes, O(T^2).  w is a free real number: w < 0 up-wei
   ``(K_a - K_b) - (D_a - D_b) w``, so nothing overflows and exponents never drift (a running ``p - w`` would
   accumulate rounding).  Chunked: the L ~ sqrt(T) positions of all chunks advance together, then the chunk
   totals are carried: about 2 sqrt(T) Python steps, none per token.
+* ``"compact"`` (the exported graphs' form): the sums as prefix sums in centred frames, ``e^{-(t-j) w} =
+  e^{-a_t} e^{a_j}`` with ``a_j = (j - (T-1)/2) w``, by 0/1 matrices inside chunks and across them (MatMuls),
+  around ``e^{max k}``.  A fixed handful of ops for any T (no loop: a traced layer is ~35 ONNX nodes, ~60 with
+  the official semantics, where the scan form unrolls ~sqrt(T) steps into hundreds), O(T (L + T/L) C) work.
+  Exact while |w| T <= COMPACT_MAX_WT and |u| <= COMPACT_MAX_U, bounds on the weights only: the largest key
+  reaches every token with weight >= e^{-|w| T}, so whatever underflows against e^{max k} is negligible.
 
-``method="auto"`` (the default) checks the bounds on the actual input and picks matmul or scan.
+``method="auto"`` (the default) checks the bounds on the actual input and picks matmul or scan; while a graph is
+traced (``torch.compiler.is_exporting()``, the ONNX exporter) it takes the compact form, whose graph answers NaN
+in any channel whose w or u break its bounds (a graph cannot raise, and it must never be silently wrong).  Eager
+results are unchanged: the compact form is not faster there on every shape (measured on this machine), so
+eager calls keep matmul / scan.
 
 **The official CUDA kernel** (doc 5.4, 7; ``cuda_new/bi_wkv_kernel.cu``, and the old ``cuda/wkv_cuda.cu``, the
 same arithmetic).  The released checkpoints were trained and evaluated with it, and it departs from the formula
@@ -40,7 +50,9 @@ at every T >= 2:
   ``eps e^{o_t}`` on the raw scale, so a common offset on all keys changes nothing.
 
 :func:`bi_wkv_official_ref` ports the kernel operation by operation (the reference); :func:`bi_wkv_official`
-computes the same result exactly in O(T C), in the matmul and scan forms above ("official" in the models).
+computes the same result exactly in O(T C), in the matmul, scan and compact forms above ("official" in the
+models; the compact form also gets the kernel's eps maximum o_t from dense masked maxima, [Lc, Lc] inside the
+chunks and [n, n] across them, O(T Lc C)).
 The gap to the formula is largest for few tokens (the logits of a VRWKV-T differ by about 8e-3 at 64 px and
 6e-5 at 224 px); ``biwkv_kernel_deviation`` in ``benchmarks/results/vision_rwkv.json`` measures it for
 model-like inputs (w = decay/T, k ~ N(0, 2^2), v ~ N(0, 1)): |kernel - formula| averages 1e-5 .. 3e-4 at
@@ -480,9 +492,11 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "auto", chu
 
     ``method``: "matmul" (per-channel Toeplitz matmuls, few large ops; exact while keys, w*T and u stay within
     the MATMUL_* bounds, which trained models do), "scan" (anchored log-space scans, exact for any finite
-    input, ~4 sqrt(T) small ops), or "auto": matmul when the bounds hold for this input, else scan (one host
-    sync to decide; always scan while a graph is being exported, which cannot branch on data).  ``chunk_size``
-    defaults to ceil(sqrt(T)).  Computed in fp32 (fp64 for fp64 inputs); returns that dtype."""
+    input, ~4 sqrt(T) small ops), "compact" (prefix sums by MatMuls, a fixed handful of ops; exact while
+    |w| T and |u| stay within the COMPACT_* bounds, refused eagerly outside them), or "auto": matmul when the
+    bounds hold for this input, else scan (one host sync to decide); compact while a graph is being exported,
+    which cannot branch on data.  ``chunk_size`` defaults to ceil(sqrt(T)).  Computed in fp32 (fp64 for fp64
+    inputs); returns that dtype."""
     w, u, k, v, method, L = _prepare("bi_wkv", w, u, k, v, method, chunk_size)
     return {"matmul": _bi_wkv_matmul, "scan": _bi_wkv_scan, "compact": _bi_wkv_compact}[method](w, u, k, v, L)
 
@@ -593,8 +607,9 @@ def bi_wkv_official(w: Tensor, u: Tensor, k: Tensor, v: Tensor, method: str = "a
     For T <= token_split every chunk is one token: the symmetric form (distance |t-j|), plus the eps.
 
     ``method`` as :func:`bi_wkv`: "matmul" (Toeplitz matmuls within the MATMUL_* bounds), "scan" (anchored scans,
-    exact for any finite input, exportable: loops over about 2 sqrt(T) + 2 sqrt(Lc) positions, none per token),
-    "auto" (default).  ``chunk_size``: the chunk of the full-length sums (default ceil(sqrt(T))); the kernel's
+    exact for any finite input: loops over about 2 sqrt(T) + 2 sqrt(Lc) positions, none per token), "compact"
+    (within the COMPACT_* bounds; the kernel's own chunks, ``chunk_size`` unused), "auto" (default; compact while
+    exporting).  ``chunk_size``: the chunk of the full-length sums (default ceil(sqrt(T))); the kernel's
     own chunks are handled separately.  Nothing is subtracted beyond small multiples (1 - e^{+-w}), so the fp32
     result is closer to the kernel's exact value than the kernel itself, whose right-hand update cancels.
     Differentiable.  fp32 (fp64 for fp64 inputs); returns [B, T, C]."""
