@@ -7,6 +7,7 @@
 #include <map>
 #include <sstream>
 
+#include "custom_ops.hpp"
 #include "internal.hpp"
 
 namespace vrwkv {
@@ -244,6 +245,18 @@ Value read_metadata(const std::string& dir, ModelInfo& info) {
   const Value& graphs = require(meta, "graphs", Value::Type::Object, where);
   const Value& state = require(meta, "state", Value::Type::Object, where);
   if (info.dtype != "fp32" && info.dtype != "fp16") artefact(where + ": dtype '" + info.dtype + "' is not fp32 or fp16");
+  // wkv (optional; absent = the standard flavour), as vrwkv_edge.runtime.custom_ops.required_op_version.
+  if (const Value* wkv = meta.find("wkv"); wkv && !wkv->is_null()) {
+    info.wkv_flavour = req_str(meta, "wkv.flavour", where);
+    if (info.wkv_flavour == "custom") {
+      if (req_str(meta, "wkv.domain", where) != kOpDomain)
+        artefact(where + ": wkv.domain '" + meta.find("wkv")->find("domain")->str + "': custom-flavour exports use "
+                 "domain '" + kOpDomain + "'");
+      info.wkv_op_version = req_int(meta, "wkv.op_version", where);
+    } else if (info.wkv_flavour != "standard") {
+      artefact(where + ": wkv.flavour '" + info.wkv_flavour + "' is not 'standard' or 'custom'");
+    }
+  }
   const Value* q = meta.find("quantize");
   if (q && !q->is_null() && !(q->is_string() && q->str == "int8"))
     artefact(where + ": quantize " + q->dump() + " is not one of (None, 'int8')");
@@ -528,6 +541,10 @@ Model Model::open(const std::string& directory, const ModelOptions& options) {
   ort::check(api.AddSessionConfigEntry(im->options, "session.intra_op.allow_spinning", options.spinning ? "1" : "0"),
              "AddSessionConfigEntry");
   append_provider(im->options, options);
+  if (im->info.wkv_flavour == "custom") {   // the vrwkv nodes' kernels: checked against the metadata, registered
+    im->info.op_library = find_op_library(options.op_library);
+    register_op_library(im->options, im->info.op_library, im->info.wkv_op_version, dir + "/" + kMetadataFile);
+  }
   im->session("decode");
   im->session("prefill");
   return Model(std::move(im));

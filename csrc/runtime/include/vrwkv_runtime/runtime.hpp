@@ -88,6 +88,9 @@ struct ModelOptions {
   bool spinning = true;      // false: worker threads do not busy-wait between runs (cores shared with others)
   size_t max_prefill_tokens = 1024;  // prompt tokens per prefill-graph run (exact: the state carries over)
   std::string trt_cache_dir;  // TensorRT engine cache (empty: none)
+  // libvrwkv_ort_ops.so for custom-flavour exports (export --wkv custom); empty: $VRWKV_ORT_OPS_LIBRARY, then
+  // beside the vrwkv_runtime library.  Unused by standard-flavour exports.
+  std::string op_library;
 };
 
 struct PixelInput {            // one input of vision.onnx (metadata visual.pixel_inputs)
@@ -105,6 +108,9 @@ struct ModelInfo {
   std::vector<PixelInput> pixel_inputs;
   std::string ort_library;   // the ONNX Runtime library actually loaded
   std::string ort_version;
+  std::string wkv_flavour = "standard";  // metadata wkv.flavour: "standard", or "custom" (vrwkv domain nodes)
+  int wkv_op_version = 0;                // custom flavour: the vrwkv op version the graphs need
+  std::string op_library;                // custom flavour: the op library registered
 };
 
 class Session;
