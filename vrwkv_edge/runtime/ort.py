@@ -316,9 +316,10 @@ class OrtModel:
             if ids.dim() != want:
                 raise ValueError(f"{'forward' if seq else 'step'} expects ids {'[B, T]' if seq else '[B]'}, "
                                  f"got shape {tuple(ids.shape)}")
-            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= c.vocab_size):
-                raise ValueError(f"token ids must be in [0, {c.vocab_size}), got range "
-                                 f"[{int(ids.min())}, {int(ids.max())}]")
+            if ids.numel():
+                lo, hi = (int(v) for v in torch.aminmax(ids))      # one pass: this runs every decode step
+                if lo < 0 or hi >= c.vocab_size:
+                    raise ValueError(f"token ids must be in [0, {c.vocab_size}), got range [{lo}, {hi}]")
             return ("prefill" if seq else "decode"), ids.to(torch.int64)
         x = torch.as_tensor(inputs_embeds)
         want = 3 if seq else 2
