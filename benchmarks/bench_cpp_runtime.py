@@ -8,8 +8,9 @@ width 768, vocabulary 65536, seeded random weights), fp32, batch 1, CPU.
 Without ``--chat`` the runtime is built with CMake into a temporary directory (headers as in the tests:
 $VRWKV_ORT_INCLUDE_DIR or fetched).  Every runtime decodes the same greedy continuation of the same prompt with the
 same thread count; the C++ time is vrwkv-chat's decode loop (sampling, streaming and the Run calls), its
-``decode_run_s`` the part inside Run.  The Python ORT number is ``generate`` on ``load_onnx_model`` (feeds rebuilt
-per step), PyTorch ``model.step``.  Medians over ``--repeats`` runs; the machine may be shared, so its load average
+``decode_run_s`` the part inside Run.  The Python ORT number is ``generate`` on ``load_onnx_model`` (prebound
+state), PyTorch ``model.step``.  For the full comparison (bare sessions, int4/int8, 1 and 2 threads, the official
+``rwkv`` package, the overhead percentages) see bench_decode_backends.py.  Medians over ``--repeats`` runs; the machine may be shared, so its load average
 is printed with the results.  ``--out FILE`` also writes them as JSON.
 """
 from __future__ import annotations
