@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -146,6 +147,11 @@ def test_vision_rwkv_classifier_graph(tmp_path, variant, output):
     ref = model(x) if output == "logits" else model.forward_tokens(x)
     got = sess.run(None, {"pixel_values": x.numpy()})[0]
     assert got.shape == tuple(ref.shape)
+    # dynamic dimensions named (the batch was the tracer's "s81"), as ONNX Runtime reports them
+    from tests.export.dims import check_named_dims
+    assert check_named_dims(onnx.load(str(path)), variant) == {"batch"}
+    assert sess.get_inputs()[0].shape == ["batch", 3, 64, 64]
+    assert sess.get_outputs()[0].shape == (["batch", 7] if output == "logits" else ["batch", 16, 64])
     assert float(np.abs(got - ref.numpy()).max()) <= TOL * max(1.0, float(ref.abs().max()))
     with pytest.raises(FileExistsError):
         export_vision_rwkv(model, path)
