@@ -174,7 +174,8 @@ def vision_case(variant: str, size: int, trt: bool, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    parser.add_argument("--variants", nargs="+", default=["vrwkv_t"], help="Vision-RWKV presets (vrwkv_t, vrwkv6_t, ...)")
+    parser.add_argument("--variants", nargs="+", default=["vrwkv_t"],
+                        help="Vision-RWKV presets (vrwkv_t, vrwkv6_t, ...)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--no-trt", action="store_true", help="skip the TensorRT-RTX build")
     parser.add_argument("--out", type=Path, default=OUT)
