@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -78,7 +79,9 @@ def time_cpp(chat: Path, export: Path, threads: int, tokens: int, work: Path) ->
     out = work / "chat.json"
     r = subprocess.run([str(chat), "--model", str(export), "--ort-lib", ort_library(), "--threads", str(threads),
                         "--raw", "--prompt", PROMPT, "--greedy", "--no-stop", "--max-new-tokens", str(tokens),
-                        "--json", str(out)], capture_output=True, text=True)
+                        "--json", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # (the streamed text goes to /dev/null: a pipe would wake its reader on every token, and on a shared machine
+    # that wake-up can cost the app its core, which would be counted as overhead outside Run)
     if r.returncode:
         raise BenchError(f"vrwkv-chat on {export.name} exited {r.returncode}: {r.stderr.strip()[-500:]}")
     turn = json.loads(out.read_text())["turns"][0]
@@ -86,14 +89,17 @@ def time_cpp(chat: Path, export: Path, threads: int, tokens: int, work: Path) ->
     return {"cpp": turn["decode_s"] * 1e3 / n, "cpp_run": turn["decode_run_s"] * 1e3 / n}
 
 
-def time_python(model, ids: list[int]) -> dict:
-    """OrtModel.step over ``ids`` from a fresh state; the split inside/outside ONNX Runtime's run."""
+def time_python(model, ids: list[int], last: Optional[list] = None) -> dict:
+    """OrtModel.step over ``ids`` from a fresh state; the split inside/outside ONNX Runtime's run.  ``last``
+    (optional) receives the final logits."""
     state, before = model.new_state(1), model.run_stats()
     t0 = time.perf_counter()
     for t in ids:
-        _, state = model.step(torch.tensor([t]), state)
+        logits, state = model.step(torch.tensor([t]), state)
     total = time.perf_counter() - t0
     after = model.run_stats()
+    if last is not None:
+        last.append(logits.numpy().copy())
     runs = after["runs"] - before["runs"]
     if runs != len(ids):
         raise BenchError(f"python_ort: expected {len(ids)} prebound runs, counted {runs}")
@@ -117,15 +123,18 @@ class BareSession:
         self.zeros = [np.zeros([1 if isinstance(d, str) else d for d in i.shape], np.float32)
                       for i in self.sess.get_inputs()[1:]]
 
-    def feeds(self, ids: list[int]) -> float:
+    def feeds(self, ids: list[int], last: Optional[list] = None) -> float:
         state = self.zeros
         t0 = time.perf_counter()
         for t in ids:
             outs = self.sess.run(None, {self.inputs[0]: np.array([t], np.int64), **dict(zip(self.inputs[1:], state))})
             state = outs[1:]
-        return (time.perf_counter() - t0) * 1e3 / len(ids)
+        ms = (time.perf_counter() - t0) * 1e3 / len(ids)
+        if last is not None:
+            last.append(outs[0])
+        return ms
 
-    def iobinding(self, ids: list[int]) -> float:
+    def iobinding(self, ids: list[int], last: Optional[list] = None) -> float:
         import onnxruntime as ort
 
         sets = [[ort.OrtValue.ortvalue_from_numpy(z.copy()) for z in self.zeros] for _ in range(2)]
@@ -147,7 +156,10 @@ class BareSession:
         for k, t in enumerate(ids):
             token_view[0] = t
             self.sess.run_with_iobinding(bindings[k % 2])
-        return (time.perf_counter() - t0) * 1e3 / len(ids)
+        ms = (time.perf_counter() - t0) * 1e3 / len(ids)
+        if last is not None:
+            last.append(logits.numpy().copy())
+        return ms
 
 
 def time_rwkv_package(ckpt: Path, steps: int, threads: int, work: Path) -> float:
@@ -218,10 +230,13 @@ def run(args) -> dict:
         for threads in args.threads:
             torch.set_num_threads(threads)
             runners = {p: (load_onnx_model(e, threads=threads), BareSession(e, threads)) for p, e in exports.items()}
-            for om, bare in runners.values():                                   # warm-up
-                time_python(om, ids[:4])
-                bare.feeds(ids[:4])
-                bare.iobinding(ids[:4])
+            for precision, (om, bare) in runners.items():     # warm-up, and the three give the same logits
+                last: list = []
+                time_python(om, ids[:4], last)
+                bare.feeds(ids[:4], last)
+                bare.iobinding(ids[:4], last)
+                if not (np.array_equal(last[0], last[1]) and np.array_equal(last[0], last[2])):
+                    raise BenchError(f"{precision}: the Python backend and the bare sessions disagree on the logits")
             samples: dict[str, dict[str, list[float]]] = {p: {} for p in exports}
 
             def add(precision: str, d: dict) -> None:
