@@ -29,10 +29,11 @@ def broken_harness():
 
 @pytest.fixture(scope="session")
 def tiny_exports(tmp_path_factory):
-    """{"fp32": DIR, "fp16": DIR, "classifier": FILE}: tiny standard-op exports of every graph kind."""
+    """{"fp32": DIR (VisualRWKV: every LM and visual graph), "fp16": DIR (its language model: decode, prefill),
+    "classifier": FILE}: tiny standard-op exports of every graph kind."""
     from tests.helpers import require_extra
     require_extra("export")
-    from tests.trt.exports import export_classifier, export_visual
+    from tests.trt.exports import export_classifier, export_language_model, export_visual
     root = tmp_path_factory.mktemp("trt-exports")
-    return {"fp32": export_visual(root / "fp32", "fp32"), "fp16": export_visual(root / "fp16", "fp16"),
+    return {"fp32": export_visual(root / "fp32", "fp32"), "fp16": export_language_model(root / "fp16", "fp16"),
             "classifier": export_classifier(root / "classifier.onnx")}

@@ -1,5 +1,7 @@
 """Tiny standard-op exports of every graph kind, made once per test session: a VisualRWKV (RWKV-7 language model +
-Vision-RWKV tower) in fp32 and fp16 (decode, prefill, vision, image_prefill) and a Vision-RWKV classifier (fp32)."""
+Vision-RWKV tower) in fp32 (decode, prefill, vision, image_prefill), its language model alone in fp16 (decode,
+prefill: an fp16 export's vision graph is fp32 anyway, and exports are the slow part of these tests: ~12 s of CPU
+per graph here) and a Vision-RWKV classifier (fp32)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +26,16 @@ def export_visual(out: Path, dtype: str) -> Path:
     from vrwkv_edge.export import export_model
 
     return export_model(tiny_visual_model(), out, dtype=dtype, embeds=False, progress=False)
+
+
+def export_language_model(out: Path, dtype: str) -> Path:
+    from vrwkv_edge.export import export_model
+
+    from vrwkv_edge.config import RWKVConfig
+    from vrwkv_edge.models import build_model
+
+    model = build_model(RWKVConfig(**TINY_LM)).init_random_(0).eval()
+    return export_model(model, out, dtype=dtype, embeds=False, progress=False)
 
 
 def export_classifier(out: Path) -> Path:
