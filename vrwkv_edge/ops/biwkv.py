@@ -70,6 +70,7 @@ No normaliser.  :func:`bi_wkv6_ref` is this formula, O(T^2); :func:`bi_wkv6` run
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -364,62 +365,62 @@ def _unchunk_tokens(x: Tensor, T: int) -> Tensor:
     return x.reshape(-1, x.shape[1] * x.shape[2], x.shape[3]).narrow(1, 0, T)
 
 
-# Which sources (columns) each row sums or maximises over; rows: the token (or chunk) being computed.
-def _BEFORE(row: int, col: int) -> bool: return col < row               # noqa: E704
-def _GHOST(row: int, col: int) -> bool: return 0 < col <= row           # noqa: E704
-def _FROM(row: int, col: int) -> bool: return col >= row                # noqa: E704
+@functools.lru_cache(maxsize=32)
+def _compact_layout(T: int, Lc: int) -> dict:
+    """The index constants of the compact form for T tokens in n = ceil(T / Lc) chunks of Lc, as Python lists
+    (cached), so that a traced graph holds each as one constant (built from aranges and comparisons, each would
+    cost several traced ops per layer).  Rows: the token (or chunk) computed; columns: its sources.
+
+    ``frame`` [n, Lc, 1]: j - (T-1)/2 (centred positions); ``inner`` [Lc, Lc]: 1 where j < t in the chunk;
+    ``ghost`` [Lc, Lc]: 1 where 0 < j <= t; ``chunks`` [n, n]: 1 for the earlier chunks; ``chunk_mask`` [n, n, 2, 1]
+    and ``inner_mask`` [Lc, Lc, 2, 1]: 0 / NEG, the sources of the left (earlier chunks; j < t) and right (this
+    chunk and later ones; 0 < j <= t) running maxima of the kernel's o_t."""
+    n = -(-T // Lc)
+
+    def matrix(size, keep, on=1.0, off=0.0):
+        return [[on if keep(r, c) else off for c in range(size)] for r in range(size)]
+
+    def masks(size, left, right):
+        return [[[[0.0 if left(r, c) else NEG], [0.0 if right(r, c) else NEG]] for c in range(size)]
+                for r in range(size)]
+
+    earlier, ghost = (lambda r, c: c < r), (lambda r, c: 0 < c <= r)
+    return {"frame": [[[p * Lc + i - (T - 1) / 2] for i in range(Lc)] for p in range(n)],
+            "inner": matrix(Lc, earlier), "ghost": matrix(Lc, ghost), "chunks": matrix(n, earlier),
+            "chunk_mask": masks(n, earlier, lambda r, c: c >= r), "inner_mask": masks(Lc, earlier, ghost)}
 
 
-def _index_matrix(n: int, keep, on: float, off: float, like: Tensor) -> Tensor:
-    """[n, n]: ``on`` where ``keep(row, col)``, else ``off``, written from Python numbers so that a traced graph
-    holds it as one constant (built from aranges and comparisons it would cost ~5 traced ops per mask)."""
-    return torch.tensor([[on if keep(r, c) else off for c in range(n)] for r in range(n)], dtype=like.dtype,
-                        device=like.device)
+def _constant(T: int, Lc: int, name: str, like: Tensor) -> Tensor:
+    return torch.tensor(_compact_layout(T, Lc)[name], dtype=like.dtype, device=like.device)
 
 
-def _sum_matrix(n: int, keep, like: Tensor) -> Tensor:
-    """[n, n] 0/1 matrix: a masked sum over the sources is one MatMul."""
-    return _index_matrix(n, keep, 1.0, 0.0, like)
-
-
-def _max_mask(n: int, keeps: tuple, like: Tensor) -> Tensor:
-    """[n, n, len(keeps) * C] additive mask (0 kept, NEG dropped), one ``keep`` per block of C channels: a masked
-    maximum over the sources is one Add and one ReduceMax (ONNX has no CumMax)."""
-    C = like.shape[-1] // len(keeps)
-    masks = torch.stack([_index_matrix(n, keep, 0.0, NEG, like) for keep in keeps], -1)      # [n, n, len(keeps)]
-    return masks.repeat_interleave(C, -1)
-
-
-def _compact_sums(w: Tensor, k: Tensor, v: Tensor, Lc: int, ghost: bool) -> tuple:
-    """The terms of the compact form in chunks of Lc tokens, layout [B, n, Lc, 2C] (numerator channels, then
-    denominator channels; w, u, frames repeated over both halves).
+def _compact_sums(w2: Tensor, k: Tensor, v: Tensor, Lc: int, ghost: bool) -> tuple:
+    """The sums of the compact form in chunks of Lc tokens, layout [B, n, Lc, 2C] (numerator channels, then
+    denominator channels; ``w2`` is w repeated over both halves).
 
     ``z_j = e^{k_j - max k} (v_j, 1)``; with the frames ``a_j = (j - (T-1)/2) w`` a weight e^{-(t-j) w} is
     e^{-a_t} e^{a_j}, two factors in [e^{-|w| T / 2}, e^{|w| T / 2}] (centred: half the range).  For t in the
     chunk starting at s, by 0/1 matrices over the Lc tokens of a chunk and over the n chunks (MatMuls: no loop,
     nothing subtracted, each sum at most max(Lc, n) terms)::
 
-        before_t = sum_{j<s} e^{a_j} z_j          inside_t   = sum_{s<=j<t} e^{a_j} z_j
-        after_t  = sum_{j>=s+Lc} e^{-a_j} z_j     inside_r_t = sum_{t<j<s+Lc} e^{-a_j} z_j
-        ghost_t  = sum_{s<j<=t} e^{-a_j} z_j      (only when ``ghost``: the official kernel's term)
+        left  = sum_{j<s} e^{a_j} z_j  (as [B, n, 1, 2C]),    inside = sum_{s<=j<t} e^{a_j} z_j
+        right = sum_{j>=s+Lc} e^{-a_j} z_j  ([B, n, 1, 2C]),  inside_r = sum_{t<j<s+Lc} e^{-a_j} z_j
+        ghost = sum_{s<j<=t} e^{-a_j} z_j   (only when ``ghost``: the official kernel's term)
 
-    Returns ``(kc, m, a, z, before, inside, after, inside_r, ghost_or_None)``: the chunked keys (NEG padding,
-    so e^{NEG - max k} = 0 adds nothing), their maximum [B, 1, 1, C], the frames [1, n, Lc, C]."""
+    Returns ``(kc, m, e^{a}, e^{-a}, z, left, inside, right, inside_r, ghost_or_None)``: the chunked keys (NEG
+    padding: e^{NEG - max k} = 0 adds nothing) and their maximum [B, 1, 1, C]."""
     T = k.shape[1]
     kc = _chunk_tokens(k, Lc, NEG)
     m = kc.amax((1, 2), keepdim=True)
     ek = torch.exp(kc - m)
     z = torch.cat([ek * _chunk_tokens(v, Lc), ek], -1)
-    j = torch.arange(T, device=k.device).to(k.dtype)
-    a = _chunk_tokens(((j - (T - 1) / 2).view(T, 1) * w).unsqueeze(0), Lc)
-    fwd, bwd = z * torch.exp(torch.cat([a, a], -1)), z * torch.exp(-torch.cat([a, a], -1))
-    n = kc.shape[1]
-    in_chunk = _sum_matrix(Lc, _BEFORE, k)                              # [t, j]: s <= j < t
-    chunks = _sum_matrix(n, _BEFORE, k)                                 # [p, q]: earlier chunks
-    before = (chunks @ fwd.sum(2)).unsqueeze(2)
-    after = (chunks.mT @ bwd.sum(2)).unsqueeze(2)
-    g = _sum_matrix(Lc, _GHOST, k) @ bwd if ghost else None
-    return kc, m, a, z, before, in_chunk @ fwd, after, in_chunk.mT @ bwd, g
+    a2 = _constant(T, Lc, "frame", k) * w2
+    fp, fm = torch.exp(a2), torch.exp(-a2)
+    fwd, bwd = z * fp, z * fm
+    inner, chunks = _constant(T, Lc, "inner", k), _constant(T, Lc, "chunks", k)
+    g = _constant(T, Lc, "ghost", k) @ bwd if ghost else None
+    return (kc, m, fp, fm, z, (chunks @ fwd.sum(2)).unsqueeze(2), inner @ fwd, (chunks.mT @ bwd.sum(2)).unsqueeze(2),
+            inner.mT @ bwd, g)
 
 
 def _per_channel_guard(y: Tensor, w: Tensor, u: Tensor, T: int) -> Tensor:
@@ -431,39 +432,38 @@ def _per_channel_guard(y: Tensor, w: Tensor, u: Tensor, T: int) -> Tensor:
 def _bi_wkv_compact(w: Tensor, u: Tensor, k: Tensor, v: Tensor, L: int) -> Tensor:
     """The formula from :func:`_compact_sums` in chunks of L: O(T (L + T/L) C) work, a fixed handful of ops for
     any T (no loop), exact within the COMPACT_* bounds.  The sums over i < t and i > t at distance |t-i| - 1 are
-    ``e^{w} e^{-a_t} (before + inside)`` and ``e^{w} e^{a_t} (after + inside_r)``."""
+    ``e^{w} e^{-a_t} (left + inside)`` and ``e^{w} e^{a_t} (right + inside_r)``."""
     B, T, C = k.shape
-    _, _, a, z, before, inside, after, inside_r, _ = _compact_sums(w, k, v, L, ghost=False)
-    a2, w2, u2 = torch.cat([a, a], -1), torch.cat([w, w]), torch.cat([u, u])
-    total = torch.exp(w2) * (torch.exp(-a2) * (before + inside) + torch.exp(a2) * (after + inside_r))
-    total = total + torch.exp(u2) * z
-    return _per_channel_guard(_unchunk_tokens(total[..., :C] / total[..., C:], T), w, u, T)
+    w2, u2 = torch.cat([w, w]), torch.cat([u, u])
+    _, _, fp, fm, z, left, inside, right, inside_r, _ = _compact_sums(w2, k, v, L, ghost=False)
+    total = torch.exp(w2) * (fm * (left + inside) + fp * (right + inside_r)) + torch.exp(u2) * z
+    return _unchunk_tokens(_per_channel_guard(total[..., :C] / total[..., C:], w, u, T), T)
 
 
 def _official_compact(w: Tensor, u: Tensor, k: Tensor, v: Tensor, Lc: int, eps: float) -> Tensor:
     """The kernel's result (:func:`bi_wkv_official`) from :func:`_compact_sums` in its own chunks of Lc: the left
-    sums ``e^{-a_t} (before + e^{w} inside)`` (distance t-j before the chunk, t-j-1 inside it), the right sums
-    ``e^{a_t} (after + inside_r)`` (distance j-t), the ghost ``(1 - e^w) e^{a_t} ghost`` and the current token;
+    sums ``e^{-a_t} (left + e^{w} inside)`` (distance t-j before the chunk, t-j-1 inside it), the right sums
+    ``e^{a_t} (right + inside_r)`` (distance j-t), the ghost ``(1 - e^w) e^{a_t} ghost`` and the current token;
     the running maximum o_t of the eps term (see :func:`_official_max_logit`)::
 
         o_t = max( max_{j<s} k_j + a_j,  max_{s<=j<t} k_j + a_j + w ) - a_t
             ∨ max( max_{j>=s} k_j - a_j, max_{s<j<=t} k_j - a_j + w ) + a_t   ∨  u + k_t
 
-    from dense masked maxima over the chunks ([n, n]) and inside them ([Lc, Lc]), left and right side stacked
-    over the channels.  O(T Lc C) work, a fixed handful of ops; exact within the COMPACT_* bounds."""
+    from dense masked maxima over the chunks ([n, n]) and inside them ([Lc, Lc]), both sides at once.
+    O(T Lc C) work, a fixed handful of ops; exact within the COMPACT_* bounds."""
     B, T, C = k.shape
-    kc, m, a, z, before, inside, after, inside_r, ghost = _compact_sums(w, k, v, Lc, ghost=True)
-    a2, w2, u2 = torch.cat([a, a], -1), torch.cat([w, w]), torch.cat([u, u])
-    total = (torch.exp(-a2) * (before + torch.exp(w2) * inside)
-             + torch.exp(a2) * (after + inside_r - torch.expm1(w2) * ghost) + torch.exp(u2) * z)
-    n = kc.shape[1]
-    logits = torch.cat([kc + a, kc - a], -1)                            # [B, n, Lc, 2C]: left side | right side
-    chunk_max = logits.amax(2).unsqueeze(1) + _max_mask(n, (_BEFORE, _FROM), logits)       # [B, p, q, 2C]
-    inner_max = logits.unsqueeze(2) + _max_mask(Lc, (_BEFORE, _GHOST), logits)            # [B, n, t, j, 2C]
-    both = torch.maximum(chunk_max.amax(2).unsqueeze(2), inner_max.amax(3) + w2) + torch.cat([-a, a], -1)
-    o = torch.maximum(torch.maximum(both[..., :C], both[..., C:]), u + kc)
+    w2, u2 = torch.cat([w, w]), torch.cat([u, u])
+    kc, m, fp, fm, z, left, inside, right, inside_r, ghost = _compact_sums(w2, k, v, Lc, ghost=True)
+    total = (fm * (left + torch.exp(w2) * inside) + fp * (right + inside_r - torch.expm1(w2) * ghost)
+             + torch.exp(u2) * z)
+    a = _constant(T, Lc, "frame", k) * w                                          # [n, Lc, C]
+    sides = torch.stack([kc + a, kc - a], 3)                                      # [B, n, Lc, 2, C]: left, right
+    over_chunks = (sides.amax(2).unsqueeze(1) + _constant(T, Lc, "chunk_mask", k)).amax(2).unsqueeze(2)
+    in_chunk = (sides.unsqueeze(2) + _constant(T, Lc, "inner_mask", k)).amax(3) + w
+    o = (torch.maximum(over_chunks, in_chunk) + torch.stack([-a, a], 2)).amax(3)
+    o = torch.maximum(o, u + kc)
     y = total[..., :C] / (total[..., C:] + eps * torch.exp(o - m))
-    return _per_channel_guard(_unchunk_tokens(y, T), w, u, T)
+    return _unchunk_tokens(_per_channel_guard(y, w, u, T), T)
 
 
 BI_WKV_METHODS = ("auto", "matmul", "scan", "compact")
