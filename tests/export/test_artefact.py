@@ -198,7 +198,12 @@ def test_add_export_cli_registers_subcommands():
     a = parser.parse_args(["export", "--model", "m.pth", "--out", "d", "--dtype", "fp16", "--validate"])
     assert a.command == "export" and a.dtype == "fp16" and a.validate and a.quantize is None and callable(a.func)
     a = parser.parse_args(["export", "--model", "m.pth", "--out", "d", "--quantize", "int8"])
-    assert a.quantize == "int8"
+    assert a.quantize == "int8" and a.wkv == "standard"
+    a = parser.parse_args(["export", "--model", "m.pth", "--out", "d", "--quantize", "int4", "--wkv", "custom"])
+    assert a.quantize == "int4" and a.wkv == "custom"
+    for bad in (["--wkv", "fused"], ["--quantize", "int3"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["export", "--model", "m.pth", "--out", "d", *bad])
     a = parser.parse_args(["validate", "d", "--model", "m.pth", "--tolerance", "0.5"])
     assert a.command == "validate" and a.dir == "d" and a.tolerance == 0.5 and callable(a.func)
 

@@ -287,6 +287,27 @@ def test_classifier_matches_pytorch(classifier):
     _check_contract(rec.seen, 2, 32)
 
 
+def test_fp16_graph_feeds_the_node_float32_and_casts_after():
+    """An fp16 decode graph: the node's inputs are float32 (fp16 activations cast exactly in front of it), its
+    outputs float32, and the graph computes what the fp16-prepared PyTorch model computes."""
+    from vrwkv_edge.export.graphs import assemble_graph, prepare_model
+
+    model = _rwkv6()
+    p16 = prepare_model(model, "fp16").set_wkv_impl("custom")
+    proto, inits = assemble_graph(p16, "decode")
+    proto.graph.initializer.extend(inits)
+    assert check_custom_graph(proto, "decode-fp16") == {WKV6: model.cfg.n_layer}
+    ids = torch.tensor([5, 200])
+    st0 = model.forward(torch.tensor([[1, 2, 3], [4, 5, 6]]), None)[1]
+    rec = _Recorder()
+    out = _run(proto, {"input_ids": ids.numpy(), **_state_feeds(proto, st0)}, rec)
+    _check_contract(rec.seen, model.cfg.n_head, model.cfg.head_size)          # float32 in and out
+    ref_logits, ref_state = p16.step(ids, st0)
+    torch.testing.assert_close(torch.from_numpy(out[0]), ref_logits.float(), atol=2e-2, rtol=0)
+    for got, want in zip(out[1:], ref_state.flat()):
+        torch.testing.assert_close(torch.from_numpy(got), want.float(), atol=2e-2, rtol=0)
+
+
 # ---- ONNX Runtime with the op library (csrc/ort_ops), once it exists ----------------------------------------
 def _ort_library_or_skip():
     """The op library when it is built; a skip naming the build command when it is not.  Anything else that goes

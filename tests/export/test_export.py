@@ -324,6 +324,39 @@ def test_int8_quantized_export(tmp_path, exported):
         export_model(model, tmp_path / "bad", dtype="fp16", quantize="int8", progress=False)
 
 
+# ---- int4 ------------------------------------------------------------------------------------------------
+def test_int4_quantized_export(tmp_path, exported):
+    """4-bit block-wise weight-only MatMulNBits on the same weights as int8 (the fp32 export's block templates
+    are cached, so this costs the quantization); the validation passes at the int4 default criteria."""
+    from vrwkv_edge.export.artefact import INT4_ACCURACY_LEVEL, INT4_BLOCK_SIZE
+    from vrwkv_edge.export.validation import DEFAULT_CRITERIA
+
+    model, d32 = exported("v7-trained")
+    d = export_model(model, tmp_path / "int4", quantize="int4", embeds=False, progress=False)
+    for kind in ("decode", "prefill"):
+        m = onnx.load(str(d / f"{kind}.onnx"))
+        nbits = [n for n in m.graph.node if n.op_type == "MatMulNBits"]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nbits[0].attribute}
+        assert attrs["bits"] == 4 and attrs["block_size"] == INT4_BLOCK_SIZE
+        assert attrs["accuracy_level"] == INT4_ACCURACY_LEVEL
+        quantized = {n.input[1].rsplit("_Q4", 1)[0] for n in nbits}
+        # per layer r, k, v, output, ffn key and value (RWKV-7's ffn has no receptance), and the head
+        assert len(nbits) == 6 * model.cfg.n_layer + 1 and {"head.weight", "blocks.1.att.key.weight"} <= quantized
+        inits = {t.name: t for t in m.graph.initializer}
+        assert inits["blocks.1.att.w1"].data_type == onnx.TensorProto.FLOAT           # decay LoRA stays fp32
+        assert ("com.microsoft", 1) in {(o.domain, o.version) for o in m.opset_import} and m.ir_version <= 10
+    assert (d / "decode.onnx").stat().st_size < 0.5 * (d32 / "decode.onnx").stat().st_size
+    om = load_onnx_model(d, threads=1, spinning=False)
+    meta = om.metadata
+    assert meta["quantize"] == "int4" and meta["quantization"]["block_size"] == INT4_BLOCK_SIZE
+    assert meta["precision"]["weights"] == "int4" and meta["precision"]["state"] == "float32"
+    report = validate(d, model, n_tokens=64, verbose=False, ort_model=om)
+    assert report.precision == "int4" and (report.tolerance, report.min_agreement) == DEFAULT_CRITERIA["int4"]
+    assert report.finite and report.passed, report.summary()
+    with pytest.raises(ValueError, match="fp32"):
+        export_model(model, tmp_path / "bad", dtype="fp16", quantize="int4", progress=False)
+
+
 def test_export_from_checkpoint_path_records_source(tmp_path, exported):
     exported("v6-trained")                                          # templates already traced
     d = export_model(str(CKPT["v6-trained"]), tmp_path / "from-path", embeds=False, progress=False)
