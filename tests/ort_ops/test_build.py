@@ -58,7 +58,7 @@ def test_cuda_variant_compiles(tmp_path):
     the CUDA ops registered through g++; the other .cu kernels are compiled by tests/native/test_compile_matrix."""
     csrc = REPO / "csrc"
     inc = [f"-I{csrc / 'ort_ops' / 'include'}", f"-I{csrc / 'include'}", f"-I{csrc}",
-           f"-I{ort_include_dir() / 'onnxruntime'}"]
+           f"-I{ort_ops.find_ort_include(str(ort_include_dir()))}"]      # DIR or DIR/onnxruntime
     for src in ("ort_ops/src/ort_ops_cuda.cu", "kernels/biwkv/biwkv_official_cuda.cu"):
         r = subprocess.run([ort_ops.nvcc(), "-std=c++17", "-O2", "-gencode=arch=compute_87,code=sm_87",
                             "-DVRWKV_ORT_OPS_WITH_CUDA", "-Werror", "all-warnings", *inc, "-c", str(csrc / src),
