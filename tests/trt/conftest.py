@@ -27,13 +27,32 @@ def broken_harness():
     return {name: Harness(build_harness(name)) for name in BREAKS}
 
 
-@pytest.fixture(scope="session")
-def tiny_exports(tmp_path_factory):
-    """{"fp32": DIR (VisualRWKV: every LM and visual graph), "fp16": DIR (its language model: decode, prefill),
-    "classifier": FILE}: tiny standard-op exports of every graph kind."""
+def _exports_root(tmp_path_factory):
     from tests.helpers import require_extra
     require_extra("export")
-    from tests.trt.exports import export_classifier, export_language_model, export_visual
-    root = tmp_path_factory.mktemp("trt-exports")
-    return {"fp32": export_visual(root / "fp32", "fp32"), "fp16": export_language_model(root / "fp16", "fp16"),
-            "classifier": export_classifier(root / "classifier.onnx")}
+    return tmp_path_factory.getbasetemp() / "trt-exports"
+
+
+# Tiny standard-op exports (tests/trt/exports.py), one per session each: exporting is the slow part of these tests
+# (~12 s of CPU per graph here), so each test asks only for the ones it needs.
+@pytest.fixture(scope="session")
+def lm_fp16(tmp_path_factory):
+    """A tiny RWKV-7 language model exported fp16: decode.onnx, prefill.onnx."""
+    from tests.trt.exports import export_language_model
+    return export_language_model(_exports_root(tmp_path_factory) / "lm_fp16", "fp16")
+
+
+@pytest.fixture(scope="session")
+def classifier_fp32(tmp_path_factory):
+    """A tiny Vision-RWKV classifier exported as one fp32 .onnx file."""
+    from tests.trt.exports import export_classifier
+    root = _exports_root(tmp_path_factory)
+    root.mkdir(parents=True, exist_ok=True)
+    return export_classifier(root / "classifier.onnx")
+
+
+@pytest.fixture(scope="session")
+def visual_fp32(tmp_path_factory):
+    """A tiny VisualRWKV (RWKV-7 + Vision-RWKV tower) exported fp32: decode, prefill, vision, image_prefill."""
+    from tests.trt.exports import export_visual
+    return export_visual(_exports_root(tmp_path_factory) / "visual_fp32", "fp32")

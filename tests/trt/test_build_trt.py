@@ -57,8 +57,10 @@ def check_line(line: str, max_prefill: int, max_batch: int) -> str:
     return stem
 
 
-def test_prints_trtexec_lines_that_match_the_graphs(tiny_exports, capsys):
-    rc = cli_main(["build-trt", str(tiny_exports["fp32"]), "--max-prefill", "96", "--max-batch", "4"])
+@pytest.mark.slow
+def test_prints_trtexec_lines_that_match_the_graphs(visual_fp32, capsys):
+    """Every graph of a VisualRWKV export (the slow fixture: four graphs to export)."""
+    rc = cli_main(["build-trt", str(visual_fp32), "--max-prefill", "96", "--max-batch", "4"])
     out, err = capsys.readouterr()
     assert rc == 1 and "TensorRT Python package" in err and "no engine was built" in err
     lines = out.strip().splitlines()
@@ -66,35 +68,40 @@ def test_prints_trtexec_lines_that_match_the_graphs(tiny_exports, capsys):
     assert all("--stronglyTyped" in line for line in lines)
     # The decode graph's state inputs are all there: one per layer and field.
     decode = next(line for line in lines if "decode.onnx" in line)
-    assert decode.count("past_key_values.") == 3 * 3 * 2 // 2 * 2   # 2 layers x 3 fields, in min/opt/max: 18
+    assert decode.count("past_key_values.") == 2 * 3 * 3    # 2 layers x 3 fields, in each of min / opt / max
 
 
-def test_fp16_export_and_precisions(tiny_exports, capsys):
-    assert cli_main(["build-trt", str(tiny_exports["fp16"]), "--print-commands"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert sorted(check_line(line, trt_build.DEFAULT_MAX_PREFILL, 1) for line in lines) == ["decode", "prefill"]
+def test_language_model_lines_and_precisions(lm_fp16, classifier_fp32, capsys):
+    rc = cli_main(["build-trt", str(lm_fp16), "--max-prefill", "96", "--max-batch", "4"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "TensorRT Python package" in err and "no engine was built" in err
+    lines = out.strip().splitlines()
+    assert sorted(check_line(line, 96, 4) for line in lines) == ["decode", "prefill"]
     assert all("--stronglyTyped" in line and ".fp16.engine" in line for line in lines)
+    # The decode graph's state inputs are all there: 2 layers x 3 fields, in each of min / opt / max.
+    decode = next(line for line in lines if "decode.onnx" in line)
+    assert decode.count("past_key_values.") == 2 * 3 * 3
     # An fp32 export asked for fp16 / bf16: weakly typed with the builder flag.
-    assert cli_main(["build-trt", str(tiny_exports["fp32"]), "--print-commands", "--precision", "bf16",
-                     "--graphs", "prefill", "--timing-cache", "/tmp/cache.bin"]) == 0
+    assert cli_main(["build-trt", str(classifier_fp32), "--print-commands", "--precision", "bf16",
+                     "--timing-cache", "/tmp/cache.bin"]) == 0
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert "--bf16" in line and "--stronglyTyped" not in line and "--timingCacheFile=/tmp/cache.bin" in line
     # An fp16 export cannot give fp32 engines.
-    assert cli_main(["build-trt", str(tiny_exports["fp16"]), "--precision", "fp32"]) == 2
+    assert cli_main(["build-trt", str(lm_fp16), "--precision", "fp32"]) == 2
     assert "is an fp16 export" in capsys.readouterr().err
 
 
-def test_classifier_file(tiny_exports, capsys):
-    assert cli_main(["build-trt", str(tiny_exports["classifier"]), "--print-commands", "--max-batch", "8"]) == 0
+def test_classifier_file(classifier_fp32, capsys):
+    assert cli_main(["build-trt", str(classifier_fp32), "--print-commands", "--max-batch", "8"]) == 0
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert check_line(line, 1, 8) == "classifier"
 
 
-def test_refusals_name_what_is_wrong(tiny_exports, tmp_path, capsys, monkeypatch):
+def test_refusals_name_what_is_wrong(lm_fp16, tmp_path, capsys, monkeypatch):
     for argv, message in [([str(tmp_path / "missing")], "no such directory"),
-                          ([str(tiny_exports["fp32"]), "--max-prefill", "0"], "--max-prefill 0"),
-                          ([str(tiny_exports["fp32"]), "--graphs", "decode_embeds"], "no graph 'decode_embeds'"),
-                          ([str(tiny_exports["fp32"]), "--plugin", str(tmp_path / "nope.so")], "--plugin"),
+                          ([str(lm_fp16), "--max-prefill", "0"], "--max-prefill 0"),
+                          ([str(lm_fp16), "--graphs", "decode_embeds"], "no graph 'decode_embeds'"),
+                          ([str(lm_fp16), "--plugin", str(tmp_path / "nope.so")], "--plugin"),
                           ([str(tmp_path)], "metadata.json is missing")]:
         assert cli_main(["build-trt", *argv]) == 2, argv
         err = capsys.readouterr().err
@@ -110,14 +117,14 @@ def test_refusals_name_what_is_wrong(tiny_exports, tmp_path, capsys, monkeypatch
         monkeypatch.setattr(artefact, "read_metadata", read)
 
     patched("quantize", "int8")
-    assert cli_main(["build-trt", str(tiny_exports["fp32"])]) == 2
+    assert cli_main(["build-trt", str(lm_fp16)]) == 2
     assert "int8 export" in capsys.readouterr().err
     patched("wkv", {"flavour": "custom", "domain": "vrwkv", "op_version": 1})
-    assert cli_main(["build-trt", str(tiny_exports["fp32"])]) == 2
+    assert cli_main(["build-trt", str(lm_fp16)]) == 2
     err = capsys.readouterr().err
     assert "custom-op export" in err and "--plugin" in err and "cmake -S csrc/plugins/trt_wkv" in err
     plugin = tmp_path / "libvrwkv_trt_wkv.so"
     plugin.write_bytes(b"\x7fELF")
-    assert cli_main(["build-trt", str(tiny_exports["fp32"]), "--print-commands", "--graphs", "decode",
+    assert cli_main(["build-trt", str(lm_fp16), "--print-commands", "--graphs", "decode",
                      "--plugin", str(plugin)]) == 0
     assert f"--dynamicPlugins={plugin}" in capsys.readouterr().out

@@ -22,16 +22,19 @@ if importlib.util.find_spec("tensorrt_rtx_bindings") is None:   # as tests.helpe
 import tensorrt_rtx_bindings as trt  # noqa: E402
 
 
-@pytest.mark.parametrize("which", ["fp32", "fp16", "classifier"])
-def test_rtx_builds_every_graph_kind_for_sm89(tiny_exports, which, capsys):
-    bp = trt_build.plan(tiny_exports[which], max_prefill=64, max_batch=2)
-    expected = {"classifier": ["classifier"], "fp16": ["decode", "prefill"],
-                "fp32": ["decode", "image_prefill", "prefill", "vision"]}[which]
+EXPECTED = {"visual_fp32": ["decode", "image_prefill", "prefill", "vision"], "lm_fp16": ["decode", "prefill"],
+            "classifier_fp32": ["classifier"]}
+
+
+@pytest.mark.parametrize("which", sorted(EXPECTED))
+def test_rtx_builds_every_graph_kind_for_sm89(request, which):
+    bp = trt_build.plan(request.getfixturevalue(which), max_prefill=64, max_batch=2)
+    expected = EXPECTED[which]
     assert sorted(g.kind for g in bp.graphs) == expected and bp.strongly_typed
     manifest = trt_build.build_engines(bp, trt, compute_capability=trt.ComputeCapability.SM89)
     record = json.loads(manifest.read_text())
     assert record["format"] == trt_build.MANIFEST_FORMAT and record["compute_capability"].endswith("SM89")
-    assert record["state_dtype"] == "float32" and record["precision"] == ("fp32" if which == "classifier" else which)
+    assert record["state_dtype"] == "float32" and record["precision"] == which[-4:]
     for g in bp.graphs:
         entry = record["engines"][g.kind]
         assert g.engine.is_file() and g.engine.stat().st_size == entry["bytes"] > 10_000
