@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import threading
@@ -181,20 +182,32 @@ def test_cpp_sampler_fast_loops_equal_references(tmp_path):
     assert re.fullmatch(r"ok (\d+)\n", r.stdout) and int(r.stdout.split()[1]) > 500
 
 
-@pytest.fixture(scope="module")
-def chat_binary(tmp_path_factory):
-    """vrwkv-chat alone, built with CMake (as tests/cpp_runtime does, but only this target)."""
+@pytest.fixture(scope="module", autouse=True)
+def _chat_build(tmp_path_factory):
+    """Builds vrwkv-chat alone with CMake (as tests/cpp_runtime does, but only this target), in the background
+    from the module's first test on, so that it overlaps the export."""
     if shutil.which("cmake") is None:
         pytest.fail("cmake is not installed (apt-get install cmake ninja-build g++ libjpeg-dev libpng-dev)")
     root = tmp_path_factory.mktemp("chat")
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
     inc = os.environ.get("VRWKV_ORT_INCLUDE_DIR")
     extra = [f"-DVRWKV_ORT_INCLUDE_DIR={inc}"] if inc else []
-    for cmd in (["cmake", "-S", str(REPO / "csrc" / "runtime"), "-B", str(root), *gen, "-DCMAKE_BUILD_TYPE=Release",
-                 *extra],
-                ["cmake", "--build", str(root), "-j", os.environ.get("VRWKV_BUILD_JOBS", "2"), "--target", "vrwkv-chat"]):
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        assert r.returncode == 0, f"{' '.join(cmd[:2])} failed:\n{(r.stdout + r.stderr)[-4000:]}"
+    steps = [["cmake", "-S", str(REPO / "csrc" / "runtime"), "-B", str(root), *gen, "-DCMAKE_BUILD_TYPE=Release", *extra],
+             ["cmake", "--build", str(root), "-j", os.environ.get("VRWKV_BUILD_JOBS", "2"), "--target", "vrwkv-chat"]]
+    log = root / "build.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(["sh", "-c", " && ".join(shlex.join(c) for c in steps)], stdout=f,
+                                stderr=subprocess.STDOUT)
+    yield proc, root, log
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def chat_binary(_chat_build):
+    proc, root, log = _chat_build
+    assert proc.wait() == 0, f"building vrwkv-chat failed; {log}:\n{log.read_text()[-4000:]}"
     return root / "examples" / "vrwkv-chat"
 
 
