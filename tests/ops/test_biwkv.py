@@ -343,7 +343,7 @@ def test_scan_form_has_no_loop_per_token(monkeypatch, fn, bound):
 from vrwkv_edge.ops.biwkv import (COMPACT_MAX_U, COMPACT_MAX_WT, _bi_wkv_compact,  # noqa: E402
                                   _official_compact, compact_form_is_exact)
 
-COMPACT_T = [1, 2, 7, 31, 32, 33, 64, 196, 197, 577, 1024]
+COMPACT_T = [1, 2, 7, 31, 32, 33, 64, 196, 197, 577]         # 1024: in the bound tests below
 
 
 @pytest.mark.parametrize("T", COMPACT_T)
@@ -354,8 +354,7 @@ def test_compact_forms_match_the_references(T):
     assert rel_err(bi_wkv_official_ref(*args), bi_wkv_official(*f32(*args), method="compact")) <= 1e-5
 
 
-@pytest.mark.parametrize("T", [2, 33, 100])
-@pytest.mark.parametrize("chunk", [1, 3, 64])
+@pytest.mark.parametrize("T,chunk", [(2, 1), (33, 3), (100, 64), (100, 7)])
 def test_compact_formula_is_the_formula_in_fp64(T, chunk):
     """Any chunking of the prefix sums is an exact re-association (fp64: rounding only)."""
     args = biwkv_inputs(T, C=3, B=2, seed=chunk)
@@ -388,7 +387,7 @@ def test_compact_forms_at_their_bounds(T):
     assert rel_err(bi_wkv_official_ref(*args), bi_wkv_official(*f32(*args), method="compact")) <= 1e-5
 
 
-@pytest.mark.parametrize("T", [33, 577, 1024])
+@pytest.mark.parametrize("T", [33, 577])
 def test_compact_formula_needs_no_key_bound(T):
     """The bounds bind w and u only: keys spanning +-100 (e^k overflows fp32) or one key 100 above all others
     (far terms underflow against e^{max k}) stay exact at |w| T = 30.  The official semantics only with the
