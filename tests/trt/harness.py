@@ -68,7 +68,7 @@ def build_harness(break_: str | None = None) -> Path:
     out_dir = cache_root() / "trt-harness"
     out_dir.mkdir(parents=True, exist_ok=True)
     tree = _tree_hash()
-    emulated = ("-std=c++20", "-O1", "-fPIC", "-fopenmp-simd", *WARNINGS, "-x", "c++", f"-I{CSRC / 'include'}",
+    emulated = ("-std=c++20", "-O0", "-fPIC", "-fopenmp-simd", *WARNINGS, "-x", "c++", f"-I{CSRC / 'include'}",
                 f"-I{CSRC}")
     interface = ("-std=c++17", "-O1", "-fPIC", *WARNINGS, "-Wpedantic", f"-I{CSRC / 'include'}",
                  "-isystem", str(trt), "-isystem", str(CUDA_INCLUDE), *([BREAKS[break_]] if break_ else []))
