@@ -26,7 +26,11 @@ for sub in ("export", "training"):
 package_dir["vrwkv_edge.native.csrc"] = "csrc"
 packages.append("vrwkv_edge.native.csrc")
 NATIVE_SOURCES = ["CMakeLists.txt", "README.md", "include/vrwkv/*.h", "kernels/*.h", "kernels/*.cuh", "kernels/*.cpp",
-                  "kernels/*/*.cpp", "kernels/*/*.cu", "cuda_on_cpu/*.h", "torch/*.cpp", "tests/*.cpp"]
+                  "kernels/*/*.h", "kernels/*/*.cpp", "kernels/*/*.cu", "cuda_on_cpu/*.h", "torch/*.cpp", "tests/*.cpp",
+                  # the ONNX Runtime custom-op library (vrwkv-edge build-native) and the TensorRT plugin (build-trt)
+                  "ort_ops/CMakeLists.txt", "ort_ops/README.md", "ort_ops/include/*.h", "ort_ops/src/*.hpp",
+                  "ort_ops/src/*.cpp", "ort_ops/src/*.cu", "plugins/trt_wkv/CMakeLists.txt", "plugins/trt_wkv/README.md",
+                  "plugins/trt_wkv/*.h", "plugins/trt_wkv/*.cpp", "plugins/trt_wkv/*.cu", "plugins/trt_wkv/tests/*.cpp"]
 
 PACKAGE_DATA = ["data/*.txt", "data/*.safetensors", "data/*.json", "data/LICENSE*"]
 
@@ -34,7 +38,10 @@ EXTRAS = {
     "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
     # onnxruntime-gpu and onnxruntime own the same files: install exactly one of them, never both.
     "gpu": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime-gpu>=1.18"],
-    "train": ["deepspeed>=0.14", "ninja"],
+    "train": ["deepspeed>=0.14", "ninja", "pyyaml>=6"],
+    # TensorRT-RTX: its builder runs on the CPU, so the tests check that every graph kind parses and builds for SM89.
+    # Deployment TensorRT is not an extra: a Jetson's comes with JetPack, a server's with its CUDA stack.
+    "tensorrt-rtx": ["tensorrt-rtx-cu13-libs==1.7.1.116", "tensorrt-rtx-cu13-bindings==1.7.1.116"],
     # Vision towers are implemented in the package (timm-compatible names, no timm/torchvision needed);
     # transformers supplies the CLIP tower of VisualRWKV v6.
     "vision": ["transformers>=4.40"],
