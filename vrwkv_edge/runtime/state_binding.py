@@ -32,10 +32,20 @@ FIXED_ENTRY_KINDS = ("decode", "decode_embeds")
 _NP_TYPES = {torch.float32: np.float32, torch.int64: np.int64}
 
 
-def storage_users(t: Tensor) -> int:
-    """How many tensors (views, numpy arrays) share ``t``'s memory; -1 where torch does not tell."""
-    count = getattr(torch._C, "_storage_Use_Count", None)
-    return -1 if count is None else count(t.untyped_storage()._cdata)
+_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
+class _Storage:
+    """A tensor's storage, held once, so that asking how many tensors (views, numpy arrays) share it is one C call
+    per step (no torch op: right after a Run the first torch ops of a step are the slow, cache-cold ones)."""
+
+    def __init__(self, t: Tensor):
+        self.storage = t.untyped_storage()              # keeps the handle below valid
+        self.handle = self.storage._cdata
+
+    def users(self) -> int:
+        """-1 where torch does not tell (then the memory counts as held)."""
+        return -1 if _USE_COUNT is None else _USE_COUNT(self.handle)
 
 
 class BufferSet:
@@ -48,6 +58,7 @@ class BufferSet:
         offsets = np.cumsum([0] + sizes)
         self.tensors = [self.flat[int(o):int(o) + n].view(s) for o, n, s in zip(offsets, sizes, shapes)]
         self.state = State.from_flat(self.tensors)
+        self._flat_storage = _Storage(self.flat)
         self._state_refs = self._state_refcounts()
         self.logits_shape, self.device = logits_shape, device
         self.new_logits()
@@ -55,6 +66,7 @@ class BufferSet:
     def new_logits(self) -> None:
         """Fresh logits memory (the old tensor stays with whoever holds it)."""
         self.logits = torch.zeros(self.logits_shape, dtype=torch.float32, device=self.device)
+        self._logits_storage = _Storage(self.logits)
         self._logits_refs = self._logits_refcounts()
 
     # The counts below include this module's own references; they are compared with the counts taken when the
@@ -62,10 +74,10 @@ class BufferSet:
     def _state_refcounts(self) -> tuple:
         s = self.state
         return (sys.getrefcount(s), sys.getrefcount(s.shift_att), sys.getrefcount(s.wkv),
-                sys.getrefcount(s.shift_ffn), storage_users(self.flat), *map(sys.getrefcount, self.tensors))
+                sys.getrefcount(s.shift_ffn), self._flat_storage.users(), *map(sys.getrefcount, self.tensors))
 
     def _logits_refcounts(self) -> tuple:
-        return sys.getrefcount(self.logits), storage_users(self.logits)
+        return sys.getrefcount(self.logits), self._logits_storage.users()
 
     def state_free(self) -> bool:
         return self._state_refs[4] >= 0 and self._state_refcounts() == self._state_refs
@@ -75,10 +87,11 @@ class BufferSet:
 
 
 class _Bound:
-    __slots__ = ("session", "binding", "entry")
+    __slots__ = ("session", "binding", "entry", "entry_np")
 
     def __init__(self, session, binding, entry: Optional[Tensor]):
         self.session, self.binding, self.entry = session, binding, entry
+        self.entry_np = entry.numpy() if entry is not None and entry.device.type == "cpu" else None
 
 
 class PreboundRunner:
@@ -152,9 +165,15 @@ class PreboundRunner:
                 if src != i:                         # the bindings that write into set i
                     self._bind(b.binding, self.specs[kind]["outputs"][0]["name"], s.logits, output=True)
 
-    def run(self, kind: str, x: Tensor, state: State) -> tuple[Tensor, State]:
-        """``x``: the graph's first input (int64 ids or float32 embeddings, batch ``self.batch``); ``state``:
-        checked by the caller unless :meth:`owns` it.  Returns the logits and state of the other set."""
+    def run_ids(self, ids: list[int], state: State) -> tuple[Tensor, State]:
+        """A decode step from token ids given as Python ints (checked by the caller), written into the bound
+        buffer through its numpy view: no torch op per step (CPU)."""
+        return self.run("decode", ids, state)
+
+    def run(self, kind: str, x, state: State) -> tuple[Tensor, State]:
+        """``x``: the graph's first input (int64 ids or float32 embeddings, batch ``self.batch``; for ``decode``
+        also a list of ints); ``state``: checked by the caller unless :meth:`owns` it.  Returns the logits and
+        state of the other set."""
         sets = self.sets
         src = 0 if state is sets[0].state else 1 if state is sets[1].state else -1
         if src < 0:                                  # a state from elsewhere: copied into a free set
@@ -165,8 +184,10 @@ class PreboundRunner:
         dst = 1 - src
         self._writable(dst)
         b = self._binding(kind, src)
-        if b.entry is not None:
-            b.entry.copy_(x.detach())
+        if type(x) is list:                          # ids as ints (run_ids): through the numpy view
+            b.entry_np[:] = x
+        elif b.entry is not None:
+            b.entry.copy_(x.detach() if x.requires_grad else x)
         else:                                        # a sequence: bound per call, kept alive through the run
             x = x.detach().to(self.device).contiguous()
             self._bind(b.binding, self.specs[kind]["inputs"][0]["name"], x, output=False)
