@@ -5,6 +5,7 @@ decode ms/token, for a 0.1B-shaped RWKV-7 with seeded random weights (preset ``r
     vrwkv-edge build-native --ort-ops-only --ort-include DIR     # once (or set VRWKV_ORT_INCLUDE_DIR)
     python benchmarks/bench_custom_ops.py                        # -> benchmarks/results/custom_ops.json
     python benchmarks/bench_custom_ops.py --quick                # rwkv7-tiny, short prompts: a smoke run (no file)
+    python benchmarks/bench_custom_ops.py --profile              # + each prefill graph's time per op type
 
 Each prompt is one prefill-graph run (``max_prefill_tokens`` = the longest prompt), timed as the median of
 ``--repeats`` runs after one warm-up; decode is the median of ``--decode-steps`` single-token steps.  Both
@@ -47,6 +48,40 @@ def op_library() -> Path:
         return ort_ops.build()
 
 
+def prefill_profile(export_dir: Path, T: int, threads: int) -> dict:
+    """Share of the prefill graph's node time per op type (ONNX Runtime's profiler, one run of T tokens from a zero
+    state after a warm-up): where the time goes, e.g. how much of it the WKV nodes are."""
+    import json
+    import tempfile as _tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from vrwkv_edge.runtime import custom_ops
+    meta = json.loads((export_dir / "metadata.json").read_text())
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    with _tempfile.TemporaryDirectory() as tmp:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "prefill")
+        custom_ops.register_for_artefact(so, meta)
+        sess = ort.InferenceSession(str(export_dir / meta["graphs"]["prefill"]["file"]), so,
+                                    providers=["CPUExecutionProvider"])
+        feeds = {i.name: (np.zeros((1, T), np.int64) if i.name == "input_ids" else
+                          np.zeros([1 if isinstance(d, str) else d for d in i.shape], np.float32))
+                 for i in sess.get_inputs()}
+        sess.run(None, feeds)
+        sess.run(None, feeds)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    per_op: dict = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_op[e["args"]["op_name"]] = per_op.get(e["args"]["op_name"], 0) + e["dur"]
+    total = sum(per_op.values())
+    return {op: round(100 * us / total, 1) for op, us in sorted(per_op.items(), key=lambda kv: -kv[1])[:10]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="rwkv7-0.1b")
@@ -56,6 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-steps", type=int, default=32)
     ap.add_argument("--quick", action="store_true", help="rwkv7-tiny, 64 / 256 tokens, 1 repeat, 8 steps, no file")
     ap.add_argument("--out", type=Path, help="default results/custom_ops.json (none with --quick)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also record each flavour's prefill time per op type (%%) at the longest prompt")
     args = ap.parse_args(argv)
     if args.quick:
         args.preset, args.tokens, args.repeats, args.decode_steps = "rwkv7-tiny", [64, 256], 1, 8
@@ -100,6 +137,8 @@ def main(argv=None) -> int:
                 steps.append(time.perf_counter() - t0)
                 tok = logits.argmax(-1)
             res["decode_ms_per_token_median"] = round(statistics.median(steps) * 1e3, 3)
+            if args.profile:
+                res["prefill_node_time_percent_by_op"] = prefill_profile(d, max(args.tokens), args.threads)
             report["flavours"][flavour] = res
             del om
     std, cus = report["flavours"]["standard"], report["flavours"]["custom"]
@@ -123,6 +162,9 @@ def main(argv=None) -> int:
               f" logits differ by {report['max_abs_logit_difference'][str(T)]:.2g})")
     print(f"  decode: standard {std['decode_ms_per_token_median']:.3f} ms/token, custom "
           f"{cus['decode_ms_per_token_median']:.3f} ms/token")
+    if args.profile:
+        for flavour in FLAVOURS:
+            print(f"  {flavour} prefill, % of node time: {report['flavours'][flavour]['prefill_node_time_percent_by_op']}")
     if out:
         write_json(out, report)
         print(f"wrote {out}")
