@@ -104,9 +104,9 @@ def build(include_dir: Optional[str] = None, force: bool = False, cuda: Optional
     headers (default $VRWKV_ORT_INCLUDE_DIR); raises :class:`OrtOpsBuildError` when there are none."""
     cuda = want_cuda() if cuda is None else cuda
     target = library_path(cuda)
+    include = find_ort_include(include_dir)          # a folder named but wrong is an error even when cached
     if target.is_file() and not force:
         return target
-    include = find_ort_include(include_dir)
     if include is None:
         raise OrtOpsBuildError(MISSING_HEADERS)
     root = csrc_dir()
