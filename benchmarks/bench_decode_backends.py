@@ -300,7 +300,8 @@ def plot(result: dict, path: Path) -> None:
         ax.bar(xs, vals, width, label=f"{row['precision']}, {row['threads']} thread(s)")
     ax.set_xticks(np.arange(len(backends)), ["C++ app", "Python ORT", "bare ORT\n(feeds)", "bare ORT\n(IO binding)",
                                               "PyTorch\n(fp32)", "rwkv pkg\ncpu fp32"])
-    ax.set_ylabel("decode ms/token (lower is better)")
+    ax.set_yscale("log")                         # the rwkv package and PyTorch are 3-60x the ORT backends
+    ax.set_ylabel("decode ms/token (log scale, lower is better)")
     la, lb = result["load_average_start"][0], result["load_average_end"][0]
     ax.set_title(f"{result['preset']} decode, batch 1, {result['tokens']} tokens, median of {result['repeats']} "
                  f"(load {la:.2f} -> {lb:.2f}{', BUSY' if result['busy'] else ''})")
