@@ -12,11 +12,12 @@ Layout of ``DIR`` (written by :func:`export_model`)::
     DIR/rwkv_vocab_v20230424.txt   the tokenizer vocabulary named in the metadata
     DIR/<graph>.onnx.data      external weights, only for a graph over ~1.8 GiB of initializers
 
-``metadata.json`` (``format`` = ``vrwkv_edge.onnx``, ``format_version`` 1) holds the model version and sizes,
+``metadata.json`` (``format`` = ``vrwkv_edge.onnx``, ``format_version`` 2) holds the model version and sizes,
 the state layout with the graph I/O names, the graphs with their inputs/outputs (dtype and shape, symbolic
 dims as strings), the tokenizer file name, the prompt template name, the prefill scan mode and chunk size,
-the export dtype/quantization, opset and the exporter version, and for a VisualRWKV a ``visual`` section (the
-visual configuration, tokens per image, patch grid, scan mode, prompt version, and per pixel input the resize
+the export dtype/quantization (int8, or int4 with its block size), the WKV flavour (``wkv``: standard
+operators or one ``vrwkv`` node per WKV, with the op version), opset and the exporter version, and for a
+VisualRWKV a ``visual`` section (the visual configuration, tokens per image, patch grid, scan mode, prompt version, and per pixel input the resize
 mode, size, mean and std); ``files`` adds each file's size and SHA-256.
 Everything but ``files`` is also stored in every graph's ``metadata_props`` (key ``vrwkv_edge.metadata``), so
 a runtime can detect a ``metadata.json`` that was edited or belongs to another export.

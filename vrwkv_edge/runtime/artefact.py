@@ -5,6 +5,9 @@ the ONNX Runtime backend (and, next, the C++ and TensorRT runtimes) reads it.
 * ``metadata.json`` (:data:`METADATA_FILE`, format :data:`FORMAT` version :data:`FORMAT_VERSION`): the model
   configuration, precision, opset, chunk size, the graphs and their I/O, the state layout, the tokenizer, the
   file table (bytes and SHA-256 of every file), and for a VisualRWKV the ``visual`` section;
+* the WKV flavour (:func:`artefact_wkv`, key ``wkv``): standard ONNX operators, or one node per WKV in ONNX
+  domain ``vrwkv`` at an op version (:mod:`vrwkv_edge.ops.custom_op_contract`); an export whose op version this
+  package does not implement is refused naming both.  Optional: exports written before it are standard;
 * graph I/O (:func:`graph_io`): ``input_ids`` / ``inputs_embeds`` / ``image_embeds`` / pixels, then the state
   ``past_key_values.{i}.shift_att|wkv|shift_ffn``; outputs ``logits`` and ``present.{i}.*``; ``batch`` and
   ``seq`` the only symbolic dimensions.
