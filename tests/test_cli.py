@@ -1,5 +1,6 @@
 """The command line: demo, info and generate, and a clear error for bad input."""
 import json
+import re
 import subprocess
 import sys
 
@@ -10,12 +11,40 @@ from vrwkv_edge.checkpoint import save_checkpoint
 from vrwkv_edge.cli import main
 
 
+ANSWER_WORDS = {"zero", "one", "two", "three", "four", "yes", "no", "small", "large", "circle", "square", "triangle",
+                "red", "green", "blue", "yellow", "purple", "orange", "top left", "top right", "bottom left",
+                "bottom right"}
+
+
 def test_demo_runs_from_a_fresh_process():
-    proc = subprocess.run([sys.executable, "-m", "vrwkv_edge.cli", "demo", "--max-new-tokens", "8"],
+    """The embedded VisualRWKV on new scenes (PyTorch half; the ONNX half is recorded in training/results/)."""
+    proc = subprocess.run([sys.executable, "-m", "vrwkv_edge.cli", "demo", "--no-onnx", "--images", "2"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "tiny-rwkv7-834K" in proc.stderr and "8 tokens" in proc.stderr
-    assert len(proc.stdout.strip()) > 0
+    assert "vrwkv-shapes-8.6M" in proc.stderr and "onnx: skipped (--no-onnx)" in proc.stderr
+    right = re.search(r"pytorch: (\d+)/(\d+) correct, TTFT [\d.]+ ms .* tokens/s decode", proc.stderr)
+    assert right and int(right.group(2)) == 6, proc.stderr
+    assert proc.stdout.count("Q: ") == 6 and "image 2: " in proc.stdout
+    # every answer is one of the task's answer words (accuracy itself: training/results/default_model.json)
+    answers = re.findall(r"pytorch: '([^']*)'", proc.stdout)
+    assert len(answers) == 6 and set(answers) <= ANSWER_WORDS, answers
+
+
+def test_demo_and_chat_refuse_bad_input(tmp_path, capsys):
+    assert main(["demo", "--images", "0"]) == 2
+    assert "--images must be >= 1" in capsys.readouterr().err
+    assert main(["chat", "--image", str(tmp_path / "missing.png"), "--prompt", "What?"]) == 2
+    assert "missing.png" in capsys.readouterr().err
+
+
+def test_chat_defaults_to_the_embedded_model(tmp_path, capsys):
+    import random
+
+    from vrwkv_edge.training.synthetic import Shape, draw_scene
+    path = tmp_path / "scene.png"
+    draw_scene([Shape("circle", "red", "large", (0, 0))], random.Random(0)).save(path)
+    assert main(["chat", "--image", str(path), "--prompt", "How many shapes are there?", "--greedy"]) == 0
+    assert capsys.readouterr().out.strip() == "one"
 
 
 def test_info_json(capsys, testdata):

@@ -75,7 +75,29 @@ def build_model(cfg: TrainConfig) -> VisualRWKV:
         vcfg = VisualConfig(**visual)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"lm / visual: {e}") from None
-    return build_random_visual_model(lm_cfg, vcfg, cfg.seed).train()
+    model = build_random_visual_model(lm_cfg, vcfg, cfg.seed)
+    init_decay_for_training_(model.rwkv)
+    return model.train()
+
+
+def init_decay_for_training_(lm) -> None:
+    """The decay initialisation of RWKV-LM for a model trained from scratch.  The random builders draw decays
+    of realistic scale for tests (RWKV-7: per-token decay 0.57-0.97, a memory of a few tokens), from which a
+    small model never learns to carry an image's details to the answer; RWKV-LM spreads each layer's channels
+    from nearly no decay to fast decay instead:  decay_speed[n] = -7 + 5 (n / (C-1)) ^ (0.85 + sqrt(l / (L-1)))
+    (x070: w0 = decay_speed + 0.5, per-token decay 0.90-0.999; x060: time_decay = -6 + 5 (n / (C-1)) ^
+    (0.7 + 1.3 l / (L-1)))."""
+    C, L = lm.cfg.n_embd, lm.cfg.n_layer
+    n = torch.arange(C, dtype=torch.float32) / max(C - 1, 1)
+    with torch.no_grad():
+        for layer, block in enumerate(lm.blocks):
+            ratio = layer / max(L - 1, 1)
+            if lm.cfg.version == "x070":
+                speed = -7 + 5 * n ** (0.85 + 1.0 * ratio ** 0.5)
+                block.att.w0.copy_((speed + 0.5).reshape(block.att.w0.shape))
+            else:
+                speed = -6 + 5 * n ** (0.7 + 1.3 * ratio)
+                block.att.time_decay.copy_(speed.reshape(block.att.time_decay.shape))
 
 
 def make_synthetic_data(cfg: TrainConfig) -> None:

@@ -1,6 +1,7 @@
 """``vrwkv-edge``: the command-line interface.
 
-    vrwkv-edge demo                                   generation on the embedded default model (no download)
+    vrwkv-edge demo                                   the embedded VisualRWKV on new pictures, PyTorch + ONNX (vrwkv_edge.demo)
+    vrwkv-edge train --config FILE                    VisualRWKV training (vrwkv_edge.training)
     vrwkv-edge info CKPT                              sizes and parameter count of a checkpoint
     vrwkv-edge generate --model CKPT --prompt TEXT    streamed generation
     vrwkv-edge chat / eval                            VisualRWKV (vrwkv_edge.visualrwkv.cli)
@@ -22,21 +23,20 @@ import torch
 
 from . import __version__
 from .bench import add_bench_cli
+from .demo import add_demo_cli
 from .cli_support import add_sampling_args, run_command, sampling_from_args, text_argument, tokenizer_for
 from .export.cli import add_export_cli
 from .generation import SamplingParams, TextStreamer, generate_stream
 from .loading import load_model
 from .native.build import add_build_native_cli
 from .serving.cli import add_serving_cli
+from .training.cli import add_train_cli
 from .trt.build import add_build_trt_cli
 from .vision_rwkv.cli import add_classify_cli
 from .visualrwkv.cli import add_visual_cli
 
-DATA = Path(__file__).resolve().parent / "data"
-DEMO_MODEL = DATA / "tiny-rwkv7-834K.safetensors"
-DEMO_PROMPT = "The"
 # Sub-commands that live with the parts they belong to register themselves on the parser.
-SUBCOMMANDS = (add_visual_cli, add_classify_cli, add_export_cli, add_bench_cli, add_serving_cli, add_build_native_cli,
+SUBCOMMANDS = (add_demo_cli, add_train_cli, add_visual_cli, add_classify_cli, add_export_cli, add_bench_cli, add_serving_cli, add_build_native_cli,
                add_build_trt_cli)
 
 
@@ -87,17 +87,6 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    torch.set_grad_enabled(False)
-    model = load_model(DEMO_MODEL)
-    print(f"vrwkv_edge {__version__} demo: {DEMO_MODEL.name} (RWKV-7 x070, {model.num_parameters():,} parameters, "
-          f"byte-level, a lightly trained rwkv.cpp test model; MIT licence in data/)", file=sys.stderr)
-    print(f"prompt: {args.prompt!r}", file=sys.stderr)
-    stats = run_generation(model, tokenizer_for(model), args.prompt, sampling_from_args(args))
-    print(f"[{stats['new_tokens']} tokens, {stats['decode_tokens_per_s']:.1f} tokens/s decode]", file=sys.stderr)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vrwkv-edge", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"vrwkv_edge {__version__}")
@@ -118,12 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", action="store_true", help="print timing as JSON on stderr")
     add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
-
-    p = sub.add_parser("demo", help="generation on the embedded default model (no download)")
-    p.add_argument("--prompt", default=DEMO_PROMPT)
-    # penalties suit word-level vocabularies, not a byte-level model: off for the demo
-    add_sampling_args(p, max_new_tokens=64, temperature=1.0, top_p=0.3, frequency_penalty=0.0, seed=0)
-    p.set_defaults(func=cmd_demo)
 
     for register in SUBCOMMANDS:
         register(sub)

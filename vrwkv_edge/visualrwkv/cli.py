@@ -1,6 +1,6 @@
 """``vrwkv-edge chat`` and ``vrwkv-edge eval`` for VisualRWKV checkpoints.
 
-    vrwkv-edge chat --model CKPT --image PATH [--prompt TEXT]
+    vrwkv-edge chat [--model CKPT] --image PATH [--prompt TEXT]      (default model: the embedded one)
         one answer to --prompt (streamed), or an interactive session when no prompt is given
         (commands: /image PATH [PATH ...] (new conversation), /reset, /quit; Ctrl-D ends)
     vrwkv-edge eval --model CKPT --question-file Q.jsonl --answers-file A.jsonl [--image-folder DIR]
@@ -39,8 +39,13 @@ SCAN_CHOICES = ("unidirectional", "bidirectional", "multidirectional")
 
 
 # ---- shared ------------------------------------------------------------------------------------------------
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, type=Path, help="VisualRWKV checkpoint (full, or one half of a pair)")
+def _add_model_args(p: argparse.ArgumentParser, default_model: bool = False) -> None:
+    if default_model:          # chat: without --model, the embedded default model (vrwkv_edge.demo)
+        p.add_argument("--model", type=Path, default=None,
+                       help="VisualRWKV checkpoint (full, or one half of a pair); default: the embedded model")
+    else:
+        p.add_argument("--model", required=True, type=Path,
+                       help="VisualRWKV checkpoint (full, or one half of a pair)")
     p.add_argument("--visual", type=Path, default=None, help="the *_visual file, if not next to --model")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--scan", default=None, choices=SCAN_CHOICES,
@@ -61,6 +66,9 @@ def load_visual(args):
     torch.set_grad_enabled(False)
     overrides = dict(scan=args.scan, image_position=args.image_position, grid_size=args.grid_size,
                      num_token_per_image=args.num_token_per_image, image_size=args.image_size)
+    if args.model is None:
+        from ..demo import DEFAULT_VISUAL_MODEL
+        args.model = DEFAULT_VISUAL_MODEL
     if args.visual is not None or any(v is not None for v in overrides.values()):
         model = load_visual_model(args.model, dtype=args.dtype, visual_path=args.visual, **overrides)
     else:
@@ -284,7 +292,7 @@ def _zero_image_embedding(model):
 # ---- registration ------------------------------------------------------------------------------------------
 def add_visual_cli(subparsers) -> None:
     p = subparsers.add_parser("chat", help="chat about an image with a VisualRWKV model (streamed)")
-    _add_model_args(p)
+    _add_model_args(p, default_model=True)
     p.add_argument("--image", action="append", default=None, help="image path (repeat for several, v7)")
     p.add_argument("--prompt", default=None, help="one question; interactive session when omitted")
     g = p.add_argument_group("sampling (defaults: the VisualRWKV demo apps)")
