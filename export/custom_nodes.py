@@ -20,7 +20,7 @@ import torch
 from onnxscript import values
 
 from vrwkv_edge.ops import custom_ops
-from vrwkv_edge.ops.custom_ops import CUSTOM_WKV_IMPL
+from vrwkv_edge.ops.custom_ops import CUSTOM_WKV_IMPL  # noqa: F401  (the name the exporter selects)
 from vrwkv_edge.ops.custom_op_contract import (BIWKV, BIWKV6, BIWKV_SEMANTICS, DEFAULT_BIWKV_SEMANTICS, DOMAIN,
                                                INPUTS, OP_VERSION, OUTPUTS, WKV6, WKV7)
 

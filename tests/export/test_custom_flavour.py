@@ -13,7 +13,6 @@ Vision-RWKV (v1, Bi-WKV) tower, a tiny Vision-RWKV6 classifier (Bi-WKV6)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 
 import numpy as np
 import pytest
