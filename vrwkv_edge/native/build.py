@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -23,42 +22,18 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import ort_ops
+from .toolchain import CFLAGS, CUDA_ARCHS, cache_root, cpu_flags, csrc_dir
+
 EXT_NAME = "vrwkv_edge_native"
 CPU_SOURCES = ("torch/binding.cpp", "kernels/wkv6/wkv6_cpu.cpp", "kernels/wkv7/wkv7_cpu.cpp",
                "kernels/biwkv/biwkv_cpu.cpp", "kernels/reference.cpp")
 CUDA_SOURCES = ("kernels/wkv6/wkv6_cuda.cu", "kernels/wkv7/wkv7_cuda.cu", "kernels/biwkv/biwkv_cuda.cu")
 # The parts of csrc/ the extension is built from (csrc/ also holds other parts, which must not change the key).
 SOURCE_DIRS = ("include", "kernels", "cuda_on_cpu", "torch")
-CFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-DNDEBUG")
-# Jetson Orin (sm_87), L20/L40 (sm_89), H100/H200 (sm_90), plus PTX for newer GPUs.
-CUDA_ARCHS = ("87", "89", "90")
 NVCC_FLAGS = ("-O3", "--use_fast_math", "-std=c++17",
               *(f"-gencode=arch=compute_{a},code=sm_{a}" for a in CUDA_ARCHS),
               f"-gencode=arch=compute_{CUDA_ARCHS[-1]},code=compute_{CUDA_ARCHS[-1]}")
-
-
-def csrc_dir() -> Path:
-    """The C++/CUDA sources: ``csrc/`` beside the package in a source checkout (also for editable installs), or
-    ``vrwkv_edge/native/csrc`` where a wheel installs them (see the package's setup.py)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "csrc", here.parents[1] / "csrc"):
-        if (candidate / "include" / "vrwkv" / "params.h").is_file():
-            return candidate
-    raise FileNotFoundError(f"vrwkv_edge.native: the C++ sources (csrc/) were not found beside {here}")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("VRWKV_EDGE_NATIVE_DIR") or Path.home() / ".cache" / "vrwkv_edge" / "native")
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def want_cuda() -> bool:
@@ -75,7 +50,7 @@ def build_key(cuda: bool) -> str:
     for p in files:
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
-    for part in (CFLAGS, NVCC_FLAGS if cuda else (), (_cpu_flags(), torch.__version__, sys.version, str(cuda))):
+    for part in (CFLAGS, NVCC_FLAGS if cuda else (), (cpu_flags(), torch.__version__, sys.version, str(cuda))):
         h.update(repr(part).encode())
     return h.hexdigest()[:16]
 
@@ -134,7 +109,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_ort_ops(args: argparse.Namespace, cuda) -> int:
-    from . import ort_ops
     start = time.perf_counter()
     required = args.ort_ops_only or args.ort_include
     try:
@@ -156,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
         if args.print_path:
             print(library_path(cuda))
         if args.print_ort_ops_path:
-            from . import ort_ops
-            print(ort_ops.library_path(cuda))
+                    print(ort_ops.library_path(cuda))
         return 0
     if not args.ort_ops_only:
         start = time.perf_counter()

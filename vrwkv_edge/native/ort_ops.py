@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from .build import CFLAGS, CUDA_ARCHS, _cpu_flags, cache_root, csrc_dir
+from .toolchain import CFLAGS, CUDA_ARCHS, cache_root, cpu_flags, csrc_dir
 
 LIB_NAME = "libvrwkv_ort_ops.so"
 INCLUDE_ENV = "VRWKV_ORT_INCLUDE_DIR"
@@ -81,7 +81,7 @@ def build_key(cuda: bool) -> str:
     for p in sorted(p for d in SOURCE_DIRS for p in (root / d).rglob("*") if p.suffix in (".h", ".hpp", ".cuh", ".cpp", ".cu")):
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
-    h.update(repr((CPU_SOURCES, CXXFLAGS, _cpu_flags(), cuda and (CUDA_SOURCES, NVCC_FLAGS))).encode())
+    h.update(repr((CPU_SOURCES, CXXFLAGS, cpu_flags(), cuda and (CUDA_SOURCES, NVCC_FLAGS))).encode())
     return h.hexdigest()[:16]
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from vrwkv_edge.fileio import PathLike
+from vrwkv_edge.native import ort_ops
 from vrwkv_edge.ops.custom_op_contract import DOMAIN
 from vrwkv_edge.runtime.artefact import ArtefactError
 
@@ -77,7 +78,6 @@ def library_path(library: Optional[PathLike] = None) -> Path:
             raise CustomOpsError(f"{source} {given}: no such file (the vrwkv ONNX Runtime custom-op library, "
                                  f"libvrwkv_ort_ops.so)")
         return given
-    from vrwkv_edge.native import ort_ops
     built = ort_ops.library_path()
     if not built.is_file():
         raise CustomOpsError(f"the vrwkv ONNX Runtime custom-op library is not built (no {built}): run "

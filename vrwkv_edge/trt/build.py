@@ -36,6 +36,7 @@ from typing import Optional, Sequence
 
 from vrwkv_edge.cli_support import EXIT_FAILED, EXIT_OK, run_command
 from vrwkv_edge.fileio import atomic_write, write_json
+from vrwkv_edge.runtime.artefact import ArtefactError, artefact_wkv, read_metadata
 
 PRECISIONS = ("fp16", "bf16", "fp32")
 DEFAULT_MAX_PREFILL = 512
@@ -154,8 +155,6 @@ def plan(source, precision: Optional[str] = None, max_prefill: int = DEFAULT_MAX
          max_batch: int = DEFAULT_MAX_BATCH, timing_cache=None, plugin=None, kinds: Optional[Sequence[str]] = None
          ) -> BuildPlan:
     """What build-trt will build for ``source`` (an export directory or a classifier ``.onnx``), checked."""
-    from vrwkv_edge.runtime.artefact import ArtefactError, artefact_wkv, read_metadata
-
     src = Path(source)
     if precision is not None and precision not in PRECISIONS:
         raise BuildError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")

@@ -17,7 +17,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+import torch
+
 from vrwkv_edge.config import LM_PRESETS, RWKVConfig
+from vrwkv_edge.models import build_model
 
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 # Peak DRAM bandwidth (bytes/s) for the speed-of-light decode bound: decode reads every weight once per token.
@@ -44,10 +47,6 @@ class Estimate:
 def count_parameters(cfg: RWKVConfig) -> tuple[int, int]:
     """(all parameters, parameters in tensors of rank >= 2) of the language model ``cfg``, built on the meta
     device."""
-    import torch
-
-    from vrwkv_edge.models import build_model
-
     with torch.device("meta"):
         model = build_model(cfg)
     total = sum(p.numel() for p in model.parameters())

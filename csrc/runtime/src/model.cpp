@@ -258,8 +258,10 @@ Value read_metadata(const std::string& dir, ModelInfo& info) {
     }
   }
   const Value* q = meta.find("quantize");
-  if (q && !q->is_null() && !(q->is_string() && q->str == "int8"))
-    artefact(where + ": quantize " + q->dump() + " is not one of (None, 'int8')");
+  // int8: MatMulInteger (dynamic activations); int4: MatMulNBits (weight-only). Both are ONNX Runtime kernels the
+  // graphs name, so nothing else here changes with the precision.
+  if (q && !q->is_null() && !(q->is_string() && (q->str == "int8" || q->str == "int4")))
+    artefact(where + ": quantize " + q->dump() + " is not one of (None, 'int8', 'int4')");
   info.quantize = q && q->is_string() ? q->str : "";
   if (scan_mode != "chunked-scan")
     artefact(where + ": scan_mode '" + scan_mode + "' is not supported (expected 'chunked-scan')");
