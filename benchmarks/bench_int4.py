@@ -93,7 +93,10 @@ def main() -> int:
     S = args.steps or (64 if args.quick else 512)
     out = args.out or RESULTS / ("int4_agreement_quick.json" if args.quick else "int4_agreement.json")
     torch.set_grad_enabled(False)
+    header = run_header("bench_int4")                 # date and load average at the start
     info = machine_info(bandwidth=False)
+    import onnxruntime
+    info["onnxruntime"] = onnxruntime.__version__
     rows = {}
     work = Path(tempfile.mkdtemp(prefix="bench_int4-"))
     try:
@@ -118,7 +121,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     passed = all(r["int4"]["top1_agreement"] >= CRITERION for r in rows.values())
-    result = {**run_header("bench_int4"), "quantization": quantization_metadata("int4"),
+    result = {**header, "quantization": quantization_metadata("int4"),
               "reference": "float32 PyTorch model (step), teacher-forced on the same tokens",
               "runtime": "ONNX Runtime CPUExecutionProvider, decode graph", "threads": args.threads,
               "criteria": f"int4 top-1 agreement with fp32 >= {CRITERION} on every model", "passed": passed,
