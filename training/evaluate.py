@@ -45,8 +45,9 @@ def answer_question(model, tokenizer, q: dict, max_new_tokens: int = 16):
 def exact_match(model, tokenizer, questions: list[dict], on_result: Optional[Callable[[dict], None]] = None,
                 max_new_tokens: int = 16) -> dict:
     """Scores ``questions``; returns ``{"exact_match", "correct", "total", "results"}``."""
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", None)        # None: not an nn.Module (an ONNX Runtime backend)
+    if was_training is not None:
+        model.eval()
     results = []
     try:
         with torch.no_grad():
@@ -58,7 +59,8 @@ def exact_match(model, tokenizer, questions: list[dict], on_result: Optional[Cal
                 if on_result is not None:
                     on_result(row)
     finally:
-        model.train(was_training)
+        if was_training is not None:
+            model.train(was_training)
     correct = sum(r["correct"] for r in results)
     return {"exact_match": correct / max(len(results), 1), "correct": correct, "total": len(results),
             "results": results}
