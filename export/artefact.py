@@ -49,6 +49,7 @@ from vrwkv_edge.fileio import PathLike
 from vrwkv_edge.loading import load_model
 from vrwkv_edge.models.base import RWKVModel
 from vrwkv_edge.ops.custom_op_contract import DEFAULT_WKV_FLAVOUR, WKV_FLAVOURS
+from vrwkv_edge.ops.custom_ops import CUSTOM_WKV_IMPL
 from vrwkv_edge.runtime.artefact import (DEFAULT_CHUNK, DEFAULT_OPSET, FORMAT, FORMAT_VERSION, METADATA_FILE,
                                          METADATA_PROP, QUANTIZE_MODES, SCAN_MODE, SCAN_MODE_DOC, SUPPORTED_OPSETS,
                                          VISUAL_GRAPH_KINDS, embedded_metadata, graph_io, sha256_file,
@@ -57,7 +58,7 @@ from vrwkv_edge.state import STATE_FIELDS
 from vrwkv_edge.tokenizer import tokenizer_for_vocab
 from vrwkv_edge.visualrwkv.model import VisualRWKV
 
-from .custom_nodes import CUSTOM_WKV_IMPL, check_custom_graph, expected_custom_nodes
+from .custom_nodes import check_custom_graph, expected_custom_nodes
 from .graphs import ImageScan, assemble_graph, prepare_model
 from .opset import set_lowest_ir_version
 from .visual import export_vision_graph, visual_metadata

@@ -28,10 +28,9 @@ from vrwkv_edge.cli_support import EXIT_ERROR, EXIT_FAILED, EXIT_OK, INPUT_ERROR
 from vrwkv_edge.config import preset
 from vrwkv_edge.loading import load_model
 from vrwkv_edge.models import build_model
-from vrwkv_edge.vision_rwkv.loading import official_state_dict
-
 from vrwkv_edge.ops.custom_op_contract import DEFAULT_WKV_FLAVOUR, DOMAIN, WKV_FLAVOURS
 from vrwkv_edge.runtime.artefact import QUANTIZE_MODES
+from vrwkv_edge.vision_rwkv.loading import official_state_dict
 
 from .artefact import INT4_BLOCK_SIZE, PROMPT_TEMPLATES, export_model
 from .graphs import DEFAULT_CHUNK, DEFAULT_OPSET, SUPPORTED_OPSETS

@@ -14,15 +14,15 @@ without any library, e.g. by the tests.
 """
 from __future__ import annotations
 
+from functools import cache
 from typing import Optional
 
 import torch
-from onnxscript import values
 
 from vrwkv_edge.ops import custom_ops
-from vrwkv_edge.ops.custom_ops import CUSTOM_WKV_IMPL  # noqa: F401  (the name the exporter selects)
-from vrwkv_edge.ops.custom_op_contract import (BIWKV, BIWKV6, BIWKV_SEMANTICS, DEFAULT_BIWKV_SEMANTICS, DOMAIN,
-                                               INPUTS, OP_VERSION, OUTPUTS, WKV6, WKV7)
+from vrwkv_edge.ops.custom_op_contract import (BIWKV, BIWKV6, BIWKV_SEMANTICS, DEFAULT_BIWKV_SEMANTICS, DOMAIN, INPUTS,
+                                               OP_VERSION, OUTPUTS, WKV6, WKV7)
+from vrwkv_edge.vision_rwkv.backbone import CUSTOM_WKV_IMPLS, VRWKVBackbone
 
 # Element types of the inputs (the contract module's docstring): E = the activation type, one per node.
 _FLOAT32 = "tensor(float)"
@@ -46,34 +46,39 @@ def op_schema(op_type: str):
                     type_constraints=[("E", list(_E_TYPES), "the activation element type")])
 
 
-_OPSET = values.Opset(DOMAIN, OP_VERSION)
-_NODES = {name: values.Op(_OPSET, name, op_schema(name)) for name in INPUTS}
+@cache
+def _nodes() -> dict:
+    """onnxscript's handle of each node (onnxscript is imported only when a graph is exported)."""
+    from onnxscript import values
+
+    opset = values.Opset(DOMAIN, OP_VERSION)
+    return {name: values.Op(opset, name, op_schema(name)) for name in INPUTS}
 
 
 # Translations (traced by the exporter, one node each); the torch op's arguments are the node's inputs in order.
 def _wkv6(r, k, v, w_log, u, state_in):
-    return _NODES[WKV6](r, k, v, w_log, u, state_in)
+    return _nodes()[WKV6](r, k, v, w_log, u, state_in)
 
 
 def _wkv7(r, w_log, k, v, a, b, state_in):
-    return _NODES[WKV7](r, w_log, k, v, a, b, state_in)
+    return _nodes()[WKV7](r, w_log, k, v, a, b, state_in)
 
 
 def _biwkv(w, u, k, v, semantics: str = DEFAULT_BIWKV_SEMANTICS):
     if semantics not in BIWKV_SEMANTICS:
         raise ValueError(f"BiWKV semantics must be one of {BIWKV_SEMANTICS}, got {semantics!r}")
-    return _NODES[BIWKV](w, u, k, v, semantics=semantics)
+    return _nodes()[BIWKV](w, u, k, v, semantics=semantics)
 
 
 def _biwkv6(r, k, v, w_log, u):
-    return _NODES[BIWKV6](r, k, v, w_log, u)
+    return _nodes()[BIWKV6](r, k, v, w_log, u)
 
 
 TRANSLATION_TABLE = {
-    torch.ops.vrwkv.wkv6.default: _wkv6,
-    torch.ops.vrwkv.wkv7.default: _wkv7,
-    torch.ops.vrwkv.biwkv.default: _biwkv,
-    torch.ops.vrwkv.biwkv6.default: _biwkv6,
+    torch.ops.vrwkv_onnx.wkv6.default: _wkv6,
+    torch.ops.vrwkv_onnx.wkv7.default: _wkv7,
+    torch.ops.vrwkv_onnx.biwkv.default: _biwkv,
+    torch.ops.vrwkv_onnx.biwkv6.default: _biwkv6,
 }
 
 
@@ -82,8 +87,6 @@ def use_custom_wkv(module):
     """Switches every Vision-RWKV backbone inside ``module`` (a classifier, a VisualRWKV tower) to the custom-op
     Bi-WKV with the arithmetic it computes now (``official`` or ``formula`` semantics); returns ``module``.
     Language models select theirs with ``model.set_wkv_impl(CUSTOM_WKV_IMPL)``."""
-    from vrwkv_edge.vision_rwkv.backbone import CUSTOM_WKV_IMPLS, VRWKVBackbone
-
     for m in module.modules():
         if isinstance(m, VRWKVBackbone) and len(m.layers):
             m.set_wkv_impl(CUSTOM_WKV_IMPLS[m.config.variant][m.layers[0].att.impl])
@@ -94,8 +97,6 @@ def expected_custom_nodes(model, kind: str) -> dict:
     """``{op_type: count}`` of the ``vrwkv`` nodes graph ``kind`` of ``model`` has in the custom flavour: one
     WKV per layer in the language-model graphs, one Bi-WKV per Vision-RWKV layer in a tower or classifier, none
     in other towers.  ``kind`` is an artefact graph kind or ``"classifier"`` (a Vision-RWKV model)."""
-    from vrwkv_edge.vision_rwkv.backbone import VRWKVBackbone
-
     def bi(m) -> dict:
         backbones = [b for b in m.modules() if isinstance(b, VRWKVBackbone)]
         counts: dict[str, int] = {}

@@ -63,6 +63,7 @@ from vrwkv_edge.runtime.artefact import DEFAULT_CHUNK, DEFAULT_OPSET, LM_GRAPH_K
 from vrwkv_edge.state import STATE_FIELDS, State
 from vrwkv_edge.visualrwkv.scan import ImageSpan, chunk_order
 
+from .custom_nodes import TRANSLATION_TABLE
 from .opset import set_lowest_ir_version, to_opset17
 
 
@@ -196,8 +197,6 @@ def _dynamo_export(module: nn.Module, args: tuple, input_names: list[str], outpu
                    dynamic_shapes, opset: int):
     """``torch.onnx.export`` (dynamo) with the translations of the ``vrwkv`` custom ops (:mod:`.custom_nodes`):
     a module running the ``custom`` WKV implementation gets one ``vrwkv`` node per WKV, any other is unaffected."""
-    from .custom_nodes import TRANSLATION_TABLE
-
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         return torch.onnx.export(module, args, None, dynamo=True, opset_version=trace_opset(opset),

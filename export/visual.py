@@ -31,14 +31,13 @@ import torch
 from torch import Tensor, nn
 
 from vrwkv_edge.fileio import PathLike
+from vrwkv_edge.ops.custom_op_contract import DEFAULT_WKV_FLAVOUR, WKV_FLAVOURS
+from vrwkv_edge.runtime.artefact import wkv_metadata
 from vrwkv_edge.vision_rwkv import VisionRWKV, load_vision_rwkv
 from vrwkv_edge.vision_rwkv.image import IMAGENET_MEAN_255, IMAGENET_STD_255, RESIZE_RATIO
 from vrwkv_edge.visualrwkv.model import VisualRWKV, project, tower_features
 
-from vrwkv_edge.ops.custom_op_contract import DEFAULT_WKV_FLAVOUR, WKV_FLAVOURS
-from vrwkv_edge.runtime.artefact import wkv_metadata
-
-from .custom_nodes import check_custom_graph, expected_custom_nodes, use_custom_wkv
+from .custom_nodes import TRANSLATION_TABLE, check_custom_graph, expected_custom_nodes, use_custom_wkv
 from .graphs import DEFAULT_OPSET, _set_io_shapes, _strip_trace_info, check_opset, graph_io, trace_opset
 from .opset import set_lowest_ir_version, to_opset17
 
@@ -94,8 +93,6 @@ def _check_wkv_flavour(wkv: str) -> None:
 def _trace(module: nn.Module, args: tuple, io: dict, opset: int):
     """Traces ``module`` with a dynamic batch (dimension 0 of every input) and the ``vrwkv`` custom-op
     translations; the inputs and outputs are named, and their dimensions named, as ``io`` says."""
-    from .custom_nodes import TRANSLATION_TABLE
-
     D = torch.export.Dim.DYNAMIC
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

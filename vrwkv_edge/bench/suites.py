@@ -53,10 +53,10 @@ from ..checkpoint import save_checkpoint
 from ..config import LM_PRESETS, preset
 from ..loading import load_model
 from ..models import build_model
+from ..serving.streams import STREAMS, measure_streams, memory_rows
 from .harness import (machine_info, markdown_table, peak_rss_bytes, release_memory, rss_bytes, time_fn,
                       weight_bytes_per_token, write_json)
 from .plots import plot_all
-from ..serving.streams import measure_streams, memory_rows, STREAMS
 from .vision import QUESTION, TTFT_STAGES, synthetic_photo, tower_label, ttft_lm_config
 
 BACKENDS = ["torch", "torch-compile", "rwkv-pkg", "ort-fp32", "ort-fp16", "ort-int8"]

@@ -24,12 +24,14 @@ from torch import Tensor
 
 from .biwkv import bi_wkv, bi_wkv6, bi_wkv_official
 from .custom_op_contract import BIWKV_SEMANTICS, DEFAULT_BIWKV_SEMANTICS
+from .dispatch import WkvImpl, register_wkv_impl
 from .wkv6 import wkv6_chunked
 from .wkv7 import wkv7_chunked
 
-# The name under which the language models select these ops (ops.dispatch) and the namespace of the torch ops.
+# The name under which the language models select these ops (ops.dispatch), and the namespace of the torch ops:
+# not "vrwkv", which the native extension's TORCH_LIBRARY owns (csrc/torch/binding.cpp).
 CUSTOM_WKV_IMPL = "custom"
-TORCH_NAMESPACE = "vrwkv"
+TORCH_NAMESPACE = "vrwkv_onnx"
 
 
 @torch.library.custom_op(f"{TORCH_NAMESPACE}::wkv6", mutates_args=())
@@ -119,11 +121,5 @@ def bi_wkv6_custom(r, k, v, w_log, u):
     return biwkv6_op(*_f32(r, k, v, w_log, u))
 
 
-def _register() -> None:
-    from .dispatch import WkvImpl, register_wkv_impl
-
-    register_wkv_impl(WkvImpl(CUSTOM_WKV_IMPL, wkv6_step, wkv6_seq, wkv7_step, wkv7_seq,
-                              bi_wkv_custom_official, bi_wkv6_custom))
-
-
-_register()
+register_wkv_impl(WkvImpl(CUSTOM_WKV_IMPL, wkv6_step, wkv6_seq, wkv7_step, wkv7_seq,
+                          bi_wkv_custom_official, bi_wkv6_custom))
