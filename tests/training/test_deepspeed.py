@@ -37,28 +37,39 @@ def ds_run(tmp_path_factory):
     return tmp, data
 
 
+_REFERENCES = {}
+
+
+def _reference(data, tmp_path, stage):
+    """Loss, gradients and the plain engine's updated weights for one stage (shared by both ZeRO stages)."""
+    if stage not in _REFERENCES:
+        model = tiny_model()
+        apply_stage(model, stage)
+        ds = dataset(model, data)
+        indices = batch_indices(len(ds), 0, GLOBAL_BATCH, seed=0)
+        ref = reference_loss(model, ds, indices)
+        ref.backward()
+        want = grads(model)
+        # the update: the plain engine's AdamW step on the whole global batch (same lr, clipping, groups)
+        model.zero_grad(set_to_none=True)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        cfg = config(tmp_path, data, stage=stage)
+        TorchEngine(model, cfg).step(ds.collate(indices), lr=cfg.lr_init)
+        _REFERENCES[stage] = (ref.item(), want, before, model)
+    return _REFERENCES[stage]
+
+
 @pytest.mark.parametrize("zero", [1, 2])
 @pytest.mark.parametrize("stage", ["1", "2"])
 def test_one_deepspeed_step_matches_the_reference(ds_run, tmp_path, zero, stage):
     tmp, data = ds_run
     got = torch.load(tmp / "out" / f"z{zero}-s{stage}.pt", weights_only=True)
-    model = tiny_model()
-    apply_stage(model, stage)
-    ds = dataset(model, data)
-    indices = batch_indices(len(ds), 0, GLOBAL_BATCH, seed=0)
-    ref = reference_loss(model, ds, indices)
-    ref.backward()
-    want = grads(model)
-    assert abs(got["loss"].item() - ref.item()) <= TOL * max(1.0, abs(ref.item()))
+    ref, want, before, model = _reference(data, tmp_path, stage)
+    assert abs(got["loss"].item() - ref) <= TOL * max(1.0, abs(ref))
     assert set(got["grads"]) == set(want)
     for n in want:
         assert_close(f"ZeRO-{zero} stage {stage} grad {n}", want[n], got["grads"][n],
                      TOL * max(1.0, float(want[n].abs().max())))
-    # the update: the plain engine's AdamW step on the whole global batch (same lr, clipping, groups)
-    model.zero_grad(set_to_none=True)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = config(tmp_path, data, stage=stage)
-    TorchEngine(model, cfg).step(ds.collate(indices), lr=cfg.lr_init)
     for n, p in model.named_parameters():
         assert_close(f"ZeRO-{zero} stage {stage} weight {n}", p.detach(), got["weights"][n], TOL)
         if not p.requires_grad:
