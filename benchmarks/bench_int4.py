@@ -1,4 +1,4 @@
-"""int4 weights (``--quantize int4``: MatMulNBits, block 32, symmetric, accuracy level 4): top-1 agreement with
+"""int4 weights (``--quantize int4``: MatMulNBits, block 32, asymmetric, accuracy level 4): top-1 agreement with
 the float32 model on the trained tiny testdata models (rwkv.cpp's 6v0-1M and 7v0-834K), against int8 beside it.
 
     python benchmarks/bench_int4.py                 # 4 streams x 512 steps per model -> results/int4_agreement.json

@@ -145,7 +145,7 @@ def add_export_cli(subparsers) -> None:
     p.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
     p.add_argument("--quantize", choices=tuple(q for q in QUANTIZE_MODES if q), default=None,
                    help="int8: dynamic int8 MatMul weights (CPU); int4: block-wise 4-bit weight-only MatMulNBits "
-                        f"(block {INT4_BLOCK_SIZE}, symmetric); both keep state, norms, decay and WKV in fp32")
+                        f"(block {INT4_BLOCK_SIZE}, asymmetric); both keep state, norms, decay and WKV in fp32")
     p.add_argument("--wkv", choices=WKV_FLAVOURS, default=DEFAULT_WKV_FLAVOUR,
                    help="standard: the WKV in standard ONNX operators (default); custom: one node per WKV in ONNX "
                         f"domain '{DOMAIN}' (needs the op library; see export/README.md)")

@@ -77,7 +77,7 @@ def test_int4_is_recorded_and_checked():
     q = meta["quantization"]
     assert meta["quantize"] == "int4" and meta["precision"]["weights"] == "int4"
     assert q["precision"] == "int4" and q["bits"] == 4 and q["block_size"] == INT4_BLOCK_SIZE == 32
-    assert q["symmetric"] is True and q["accuracy_level"] == 4 and "MatMulNBits" in q["node"]
+    assert q["symmetric"] is False and q["accuracy_level"] == 4 and "MatMulNBits" in q["node"]
     assert all(meta["precision"][k] == "float32" for k in ("state", "wkv", "decay", "norms"))
     broken = copy.deepcopy(meta)
     broken["quantization"]["precision"] = "int8"
