@@ -38,7 +38,8 @@ EXTRAS = {
     "export": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"],
     # onnxruntime-gpu and onnxruntime own the same files: install exactly one of them, never both.
     "gpu": ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime-gpu>=1.18"],
-    "train": ["deepspeed>=0.14", "ninja", "pyyaml>=6"],
+    # matplotlib: the loss-curve PNG (skipped with a note without it)
+    "train": ["deepspeed>=0.14", "ninja", "pyyaml>=6", "matplotlib>=3.7"],
     # TensorRT-RTX: its builder runs on the CPU, so the tests check that every graph kind parses and builds for SM89.
     # Deployment TensorRT is not an extra: a Jetson's comes with JetPack, a server's with its CUDA stack.
     "tensorrt-rtx": ["tensorrt-rtx-cu13-libs==1.7.1.116", "tensorrt-rtx-cu13-bindings==1.7.1.116"],

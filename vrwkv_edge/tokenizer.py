@@ -433,7 +433,7 @@ def load_tokenizer(path: PathLike | None = None) -> WorldTokenizer:
 
 class ByteTokenizer:
     """Byte-level tokenizer of models with a 256-row embedding (token id = byte value), such as the tiny
-    rwkv.cpp test models and the embedded demo model.  Same interface as :class:`WorldTokenizer`."""
+    rwkv.cpp test models.  Same interface as :class:`WorldTokenizer`."""
 
     vocab_size = 256
 
@@ -459,7 +459,7 @@ class ByteTokenizer:
 
 def tokenizer_for_vocab(name: str, vocab_size: int):
     """The tokenizer a model with ``vocab_size`` embedding rows uses: ``"auto"`` (bytes for 256-row byte-level
-    models such as the demo, else World), ``"world"`` (the bundled vocabulary), ``"bytes"``, or a vocabulary
+    models such as rwkv.cpp's tiny test models, else World), ``"world"`` (the bundled vocabulary), ``"bytes"``, or a vocabulary
     file.  Returns ``(tokenizer, vocabulary path or None)``; refuses a tokenizer with more tokens than rows."""
     if name == "auto":
         if vocab_size != 256 and vocab_size < 65536:
