@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..cli_support import run_command
+from .config import load_config
+from .trainer import Trainer
 
 
 def _parse_value(text: str):
@@ -40,8 +42,6 @@ def parse_overrides(items: Sequence[str]) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .config import load_config
-    from .trainer import Trainer
     cfg = load_config(args.config, parse_overrides(args.set))
     trainer = Trainer(cfg, progress=not args.no_progress)
     if args.restart and trainer.latest_checkpoint() is not None:

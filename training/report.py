@@ -23,8 +23,11 @@ from pathlib import Path
 
 import torch
 
+from ..export import export_model
+from ..export.validation import validate
 from ..fileio import write_json
 from ..loading import load_model
+from ..runtime.ort import load_onnx_model
 from ..tokenizer import load_tokenizer
 from .evaluate import exact_match, read_questions
 
@@ -65,9 +68,6 @@ def main(argv=None) -> int:
     torch_s = time.perf_counter() - t0
     print(f"pytorch: {torch_scores['exact_match']:.4f} exact match on {len(questions)} test questions", file=sys.stderr)
 
-    from ..export import export_model
-    from ..export.validation import validate
-    from ..runtime.ort import load_onnx_model
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "export"
         t0 = time.perf_counter()

@@ -23,8 +23,8 @@ import torch
 
 from . import __version__
 from .bench import add_bench_cli
-from .demo import add_demo_cli
 from .cli_support import add_sampling_args, run_command, sampling_from_args, text_argument, tokenizer_for
+from .demo import add_demo_cli
 from .export.cli import add_export_cli
 from .generation import SamplingParams, TextStreamer, generate_stream
 from .loading import load_model

@@ -29,6 +29,12 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .export import export_model
+from .loading import load_model
+from .runtime.ort import load_onnx_model
+from .tokenizer import load_tokenizer
+from .training.evaluate import answer_question
+from .training.synthetic import draw_scene, questions, random_scene
 
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_VISUAL_MODEL = DATA / "vrwkv-shapes-8.6M.safetensors"
@@ -57,7 +63,6 @@ def missing_export_modules() -> list[str]:
 
 def demo_scenes(n: int, seed: int) -> list[tuple]:
     """``n`` (image, [(question, expected answer)]) drawn from the synthetic task's generator."""
-    from .training.synthetic import draw_scene, questions, random_scene
     out = []
     for i in range(n):
         rng = random.Random(f"vrwkv-edge-demo:{seed}:{i}")
@@ -69,7 +74,6 @@ def demo_scenes(n: int, seed: int) -> list[tuple]:
 
 def cached_export(model, model_path: Path, cache_dir: Path, out) -> Path:
     """The fp32 ONNX export of ``model`` under ``cache_dir`` (made now if missing, atomically)."""
-    from .export import export_model
     target = cache_dir / f"{model_path.stem}-{file_digest(model_path)}-fp32"
     if (target / "metadata.json").is_file():
         print(f"onnx: using the cached export {target}", file=out)
@@ -83,7 +87,6 @@ def cached_export(model, model_path: Path, cache_dir: Path, out) -> Path:
 
 def answer_all(model, tokenizer, scenes) -> tuple[list, dict]:
     """Greedy answers to every question; returns (texts, timing totals)."""
-    from .training.evaluate import answer_question
     texts, ttft, decode_s, tokens = [], [], 0.0, 0
     for image, _, qa in scenes:
         for question, _ in qa:
@@ -105,8 +108,6 @@ def cmd_demo(args, out=None) -> int:
     torch.set_grad_enabled(False)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .loading import load_model
-    from .tokenizer import load_tokenizer
     model_path = Path(args.model) if args.model else DEFAULT_VISUAL_MODEL
     model = load_model(model_path)
     if not hasattr(model, "vcfg"):
@@ -124,7 +125,6 @@ def cmd_demo(args, out=None) -> int:
         skipped = (f"the export extra is not installed ({', '.join(missing_export_modules())}); "
                    f"pip install 'vrwkv_edge[export]'")
     else:
-        from .runtime.ort import load_onnx_model
         directory = cached_export(model, model_path, Path(args.cache_dir or default_cache_dir()), out)
         ort = load_onnx_model(directory)
         answers["onnx"] = answer_all(ort, tok, scenes)

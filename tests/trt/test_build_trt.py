@@ -106,15 +106,15 @@ def test_refusals_name_what_is_wrong(lm_fp16, tmp_path, capsys, monkeypatch):
         assert cli_main(["build-trt", *argv]) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err, (argv, err)
-    from vrwkv_edge.runtime import artefact
-    real = artefact.read_metadata
+    from vrwkv_edge.trt import build as trt_build
+    real = trt_build.read_metadata
 
     def patched(key, value):
         def read(d):
             meta = real(d)
             meta[key] = value
             return meta
-        monkeypatch.setattr(artefact, "read_metadata", read)
+        monkeypatch.setattr(trt_build, "read_metadata", read)      # the name build-trt reads it by
 
     patched("quantize", "int8")
     assert cli_main(["build-trt", str(lm_fp16)]) == 2

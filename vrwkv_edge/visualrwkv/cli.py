@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..cli_support import flag_names, read_text_file, run_command, text_argument
+from ..demo import DEFAULT_VISUAL_MODEL
 from ..generation import SamplingParams
 from ..loading import load_model
 from ..tokenizer import load_tokenizer
@@ -67,7 +68,6 @@ def load_visual(args):
     overrides = dict(scan=args.scan, image_position=args.image_position, grid_size=args.grid_size,
                      num_token_per_image=args.num_token_per_image, image_size=args.image_size)
     if args.model is None:
-        from ..demo import DEFAULT_VISUAL_MODEL
         args.model = DEFAULT_VISUAL_MODEL
     if args.visual is not None or any(v is not None for v in overrides.values()):
         model = load_visual_model(args.model, dtype=args.dtype, visual_path=args.visual, **overrides)
