@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import ort_ops
-from .toolchain import CFLAGS, CUDA_ARCHS, cache_root, cpu_flags, csrc_dir
+from .toolchain import CFLAGS, CUDA_ARCHS, cache_root, cpu_flags, csrc_dir, publish_build
 
 EXT_NAME = "vrwkv_edge_native"
 CPU_SOURCES = ("torch/binding.cpp", "kernels/wkv6/wkv6_cpu.cpp", "kernels/wkv7/wkv7_cpu.cpp",
@@ -81,14 +80,7 @@ def build(force: bool = False, cuda: Optional[bool] = None, verbose: bool = Fals
             extra_cflags=list(CFLAGS) + (["-DVRWKV_WITH_CUDA"] if cuda else []),
             extra_cuda_cflags=list(NVCC_FLAGS) + ["-I" + str(root / "include"), "-I" + str(root)],
             extra_sycl_cflags=[], extra_ldflags=[])
-        final = target.parent
-        if force and final.exists():
-            shutil.rmtree(final)
-        try:
-            os.rename(tmp, final)                 # atomic; fails if another build got there first (then use it)
-        except OSError:
-            if not target.is_file():
-                raise
+        publish_build(tmp, target, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

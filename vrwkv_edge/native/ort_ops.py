@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from .toolchain import CFLAGS, CUDA_ARCHS, cache_root, cpu_flags, csrc_dir
+from .toolchain import CFLAGS, CUDA_ARCHS, cache_root, cpu_flags, csrc_dir, publish_build
 
 LIB_NAME = "libvrwkv_ort_ops.so"
 INCLUDE_ENV = "VRWKV_ORT_INCLUDE_DIR"
@@ -132,14 +132,7 @@ def build(include_dir: Optional[str] = None, force: bool = False, cuda: Optional
             cuda_home = Path(nvcc()).resolve().parents[1]
             link += [f"-L{cuda_home / 'lib64'}", "-lcudart"]
         _run(link)
-        final = target.parent
-        if force and final.exists():
-            shutil.rmtree(final)
-        try:
-            os.rename(tmp, final)                 # atomic; fails if another build got there first (then use it)
-        except OSError:
-            if not target.is_file():
-                raise
+        publish_build(tmp, target, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 from pathlib import Path
 
 CFLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-DNDEBUG")
@@ -36,3 +37,16 @@ def cpu_flags() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def publish_build(tmp: Path, target: Path, force: bool) -> None:
+    """Moves a finished build folder ``tmp`` to ``target.parent`` in one rename, so the loader never sees a
+    half-written library; if a concurrent build got there first, its (identical, same key) result is kept."""
+    final = target.parent
+    if force and final.exists():
+        shutil.rmtree(final)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not target.is_file():
+            raise
